@@ -1,0 +1,61 @@
+"""Client protocol events and Locust request names, defined once.
+
+Every event a simulated client observes becomes one row of the run directory's
+``events.csv`` with the columns below; the analysis reads them by these names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """The ``kind`` column of ``events.csv``."""
+
+    CONNECT = "connect"  #: TCP + WebSocket upgrade done (or failed)
+    WELCOME = "welcome"  #: ``welcome`` received: session, agent, resumed, reason
+    DISCONNECT = "disconnect"  #: the client saw (or decided) the connection end
+    RECONNECT = "reconnect"  #: a resumed session is back: latency from disconnect to welcome
+    REPLAY = "replay"  #: ``replayed`` received after a resume
+    STREAM_DONE = "stream_done"  #: a streamed reply ended: ok when complete and sha256 matches
+    CHUNK_GAP = "chunk_gap"  #: a sequenced frame or chunk index was skipped
+    DUP_FRAME = "dup_frame"  #: a sequenced frame arrived twice (dropped before the application)
+    NOTIFY = "notify"  #: a push arrived (or was found missing)
+    HB_RTT = "hb_rtt"  #: heartbeat round trip
+    REFRESH = "refresh"  #: token refresh answered (or not)
+    REFRESH_REQUIRED = "refresh_required"
+    CLOSE = "close"  #: the server closed the socket: code in ``code``
+    HISTORY_CHECK = "history_check"  #: history/agent context compared after a resume
+    ERROR = "error"  #: an ``error`` frame or a client-side failure
+
+
+#: Columns of ``events.csv``, in order.
+EVENT_COLUMNS = (
+    "ts",  # UNIX seconds, float
+    "worker",  # Locust worker id (or "local")
+    "user",  # simulated user id, unique per run
+    "session",  # agentws session id, "" before the first welcome
+    "kind",  # a Kind
+    "ok",  # 1 / 0
+    "latency_ms",  # float, empty when not timed
+    "agent",  # agent id seen in welcome
+    "seq",  # a sequence number where one applies
+    "code",  # close code or error code
+    "detail",  # short templated text, never a growing set of unique values
+)
+
+
+class RequestName(StrEnum):
+    """Stable Locust request names (the ``name`` of a request event)."""
+
+    CONNECT = "connect"
+    RESUME = "resume"
+    RECONNECT = "reconnect"
+    HB = "hb"
+    REFRESH = "refresh"
+    TURN = "turn"
+    HISTORY = "history"
+
+
+#: Locust request type of every agentws request event.
+REQUEST_TYPE = "WS"
