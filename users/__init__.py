@@ -1,0 +1,1 @@
+"""users: what one simulated agentws/1 client does. Runs in every Locust worker; never writes files."""
