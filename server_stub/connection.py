@@ -24,6 +24,8 @@ from .tokens import Claims, TokenExpired, TokenInvalid
 #: How long a server-initiated close waits for the client's close frame.
 CLOSE_TIMEOUT_S = 2.0
 MAX_CID_CHARS = 128
+#: Longest user turn kept: the agent holds 200 turns of history per session.
+MAX_TEXT_CHARS = 4096
 
 
 class ProtocolError(Exception):
@@ -290,8 +292,8 @@ class Connection:
     async def _on_msg(self, frame: dict) -> None:
         cid = _str(frame, "cid", max_len=MAX_CID_CHARS)
         text = frame.get("text")
-        if type(text) is not str:
-            raise ProtocolError(ErrorCode.BAD_FIELD, "msg.text must be a string")
+        if type(text) is not str or len(text) > MAX_TEXT_CHARS:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"msg.text must be a string of at most {MAX_TEXT_CHARS} characters")
         original = self.session.cids.get(cid)
         if original is not None:
             await self.send(original)  # idempotent: the same `accepted`, no second turn

@@ -1,0 +1,1 @@
+"""analysis: run directory -> verdicts -> HTML report. Never imports users/ or harness/."""

@@ -1,0 +1,148 @@
+"""The statistics behind the verdicts: robust trends and exact percentiles with bounds.
+
+Pure functions from arrays or Series to figures; no I/O, no plotting.
+
+Why not a significance test for leaks: the RSS of a healthy garbage-collected
+server wanders (collections, allocator arenas, caches warming), so "the slope
+is significantly above zero" is true of almost every long healthy run. A leak is
+judged instead by *size and persistence*: a robust slope whose whole confidence
+interval lies above a practical threshold, growth that is still going on at the
+end of the run, and a late plateau clearly above the early one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binom, theilslopes
+
+#: Theil-Sen is O(n^2) in memory and time: series are bucketed down to this many points.
+MAX_TREND_POINTS = 1_500
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A Theil-Sen slope (units per second) with its confidence interval."""
+
+    slope: float
+    low: float
+    high: float
+    n: int
+
+    def per_hour(self) -> Trend:
+        return Trend(self.slope * 3600, self.low * 3600, self.high * 3600, self.n)
+
+
+def downsample(t: np.ndarray, y: np.ndarray, max_points: int = MAX_TREND_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket a series into at most ``max_points`` equal-count buckets of (mean t, median y).
+
+    Medians keep the robustness Theil-Sen is chosen for: one spike in a
+    bucket does not move it.
+    """
+    n = len(t)
+    if n <= max_points:
+        return t, y
+    edges = np.linspace(0, n, max_points + 1).astype(int)
+    buckets = np.repeat(np.arange(max_points), np.diff(edges))
+    frame = pd.DataFrame({"b": buckets, "t": t, "y": y}).groupby("b")
+    return frame["t"].mean().to_numpy(), frame["y"].median().to_numpy()
+
+
+def trend(t, y, confidence: float = 0.95) -> Trend | None:
+    """Theil-Sen slope of y over t (per unit of t); None with fewer than 3 distinct times."""
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(t) & np.isfinite(y)
+    t, y = downsample(t[keep], y[keep])
+    if len(np.unique(t)) < 3:
+        return None
+    res = theilslopes(y, t, alpha=confidence)
+    return Trend(float(res.slope), float(res.low_slope), float(res.high_slope), int(len(t)))
+
+
+def thirds_medians(y) -> tuple[float, float, float]:
+    """Medians of the first, middle and last third of a series (its three plateaus)."""
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
+    if len(y) < 3:
+        return (float("nan"),) * 3
+    return tuple(float(np.median(part)) for part in np.array_split(y, 3))
+
+
+@dataclass(frozen=True)
+class GrowthJudgement:
+    """Is a series still growing, by more than its noise, beyond a practical size?"""
+
+    growing: bool
+    overall: Trend | None  #: Theil-Sen slope per hour over the whole window
+    growth: float  #: last-third plateau minus first-third plateau
+    late_growth: float  #: last-third plateau minus middle-third plateau
+    reason: str
+
+
+def judge_growth(t, y, *, max_slope_per_hour: float, min_growth: float) -> GrowthJudgement:
+    """Growth is a leak only when all three hold:
+
+    1. the Theil-Sen slope's *lower* 95 % bound exceeds ``max_slope_per_hour``
+       (not merely "significantly above zero");
+    2. the last third's plateau is above the middle third's by more than that
+       slope would give: it is still growing at the end (a cache that filled and
+       stopped is not a leak);
+    3. the last third's plateau is at least ``min_growth`` above the first's
+       (large enough to matter, not allocator noise).
+
+    Plateaus are medians over thirds of the window: each spans many collection
+    cycles, so a GC sawtooth cancels out where a short-window slope would not.
+    """
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float)
+    overall = trend(t, y)
+    if overall is None:
+        return GrowthJudgement(False, None, float("nan"), float("nan"), "too few samples for a trend")
+    overall = overall.per_hour()
+    first, middle, last = thirds_medians(y)
+    growth, late_growth = last - first, last - middle
+    third_hours = (t[-1] - t[0]) / 3 / 3600
+    if overall.low <= max_slope_per_hour:
+        return GrowthJudgement(False, overall, growth, late_growth, "slope's lower bound within threshold")
+    if not late_growth > max_slope_per_hour * third_hours:
+        return GrowthJudgement(False, overall, growth, late_growth, "growth stopped before the end (bounded)")
+    if not growth >= min_growth:
+        return GrowthJudgement(False, overall, growth, late_growth, "last plateau not above the first by the minimum")
+    return GrowthJudgement(True, overall, growth, late_growth, "still growing at the end, beyond threshold")
+
+
+@dataclass(frozen=True)
+class Quantile:
+    """An exact sample quantile with a one-sided distribution-free upper confidence bound."""
+
+    p: float
+    value: float
+    upper: float | None  #: None when n is too small for the bound
+    n: int
+
+
+def min_samples_for_upper_bound(p: float, confidence: float = 0.95) -> int:
+    """Fewest samples for which the largest one bounds the p-quantile: 1 - p^n >= confidence."""
+    return math.ceil(math.log(1 - confidence) / math.log(p))
+
+
+def quantile(values, p: float, confidence: float = 0.95) -> Quantile:
+    """The p-quantile of the sample (no interpolation: an observed value) and its upper bound.
+
+    The bound is the order statistic x_(k), k = the smallest rank with
+    P(Binomial(n, p) <= k - 1) >= confidence: whatever the distribution, the
+    true p-quantile lies below x_(k) with at least that confidence.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return Quantile(p, float("nan"), None, 0)
+    value = float(x[min(n - 1, max(0, math.ceil(p * n) - 1))])
+    k = int(binom.ppf(confidence, n, p)) + 1
+    upper = float(x[k - 1]) if k <= n else None
+    return Quantile(p, value, upper, n)

@@ -1,0 +1,82 @@
+"""The leak statistics on synthetic series: they must pass healthy shapes and fail leaks."""
+
+import numpy as np
+import pytest
+
+from analysis.stats import judge_growth, min_samples_for_upper_bound, quantile, trend
+
+MiB = 1024 * 1024
+HOUR = 3600.0
+THRESHOLDS = {"max_slope_per_hour": 1 * MiB, "min_growth": 8 * MiB}
+
+
+def seconds(hours: float) -> np.ndarray:
+    return np.arange(0, hours * HOUR, 1.0)
+
+
+def gc_sawtooth(t, base=200 * MiB, amplitude=30 * MiB, period=600.0, noise=0.5 * MiB, seed=1):
+    rng = np.random.default_rng(seed)
+    return base + amplitude * ((t % period) / period) + rng.normal(0, noise, len(t))
+
+
+def test_gc_sawtooth_without_leak_passes():
+    t = seconds(6)
+    assert not judge_growth(t, gc_sawtooth(t), **THRESHOLDS).growing
+
+
+def test_steady_3_mb_per_hour_leak_fails():
+    t = seconds(6)
+    rss = gc_sawtooth(t) + 3e6 * t / HOUR
+    judgement = judge_growth(t, rss, **THRESHOLDS)
+    assert judgement.growing, judgement.reason
+    assert judgement.overall.slope == pytest.approx(3e6, rel=0.15)
+
+
+def test_bounded_cache_that_fills_and_stops_passes():
+    t = seconds(6)
+    cache = np.minimum(t / (2 * HOUR), 1.0) * 100 * MiB  # fills for 2 h, then full
+    judgement = judge_growth(t, gc_sawtooth(t) + cache, **THRESHOLDS)
+    assert not judgement.growing
+    assert "stopped" in judgement.reason
+
+
+def test_small_creep_below_threshold_passes_even_if_significant():
+    t = seconds(6)
+    rss = gc_sawtooth(t, amplitude=1 * MiB, noise=0.05 * MiB) + 0.3 * MiB * t / HOUR
+    tr = trend(t, rss).per_hour()
+    assert tr.low > 0  # a significance test would flag this run
+    assert not judge_growth(t, rss, **THRESHOLDS).growing
+
+
+def test_fast_leak_in_a_short_run_fails():
+    t = np.arange(0, 150.0, 1.0)
+    rss = 60 * MiB + 64 * 1024 * 300 * t + np.random.default_rng(2).normal(0, MiB, len(t))  # 300 conns/s x 64 KiB
+    assert judge_growth(t, rss, **THRESHOLDS).growing
+
+
+def test_noisy_flat_short_run_passes():
+    t = np.arange(0, 150.0, 1.0)
+    rss = 60 * MiB + np.random.default_rng(3).normal(0, 2 * MiB, len(t))
+    assert not judge_growth(t, rss, **THRESHOLDS).growing
+
+
+def test_quantile_is_an_observed_value_with_an_upper_bound():
+    values = np.arange(1, 1001, dtype=float)
+    q = quantile(values, 0.99)
+    assert q.value == 990.0
+    assert q.n == 1000
+    assert 990.0 < q.upper <= 1000.0
+
+
+def test_quantile_upper_bound_needs_enough_samples():
+    need = min_samples_for_upper_bound(0.99)
+    assert need == 299
+    assert quantile(np.ones(need - 1), 0.99).upper is None
+    assert quantile(np.ones(need), 0.99).upper == 1.0
+
+
+def test_quantile_upper_bound_covers_the_true_quantile():
+    rng = np.random.default_rng(4)
+    true_p99 = -np.log(0.01)  # exponential(1)
+    covered = sum(quantile(rng.exponential(size=400), 0.99).upper >= true_p99 for _ in range(400))
+    assert covered / 400 >= 0.93
