@@ -1,0 +1,96 @@
+"""The embedded backend: ``server_stub`` started by the master when no ``--host`` is given.
+
+It listens on a free loopback port, keeps its store (a SQLite file in the run
+directory unless ``--stub-store`` says otherwise) and its log in the run
+directory, and every user is aimed at it through ``environment.host`` (which
+Locust's spawn message carries to the workers). :func:`restart` restarts it on
+the same port and store; each restart is kept in :attr:`EmbeddedBackend.restarts`
+and lands in ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from server_stub.process import StubProcess
+
+logger = logging.getLogger(__name__)
+
+#: The running embedded backend of this process, if any (see :func:`restart`).
+current: EmbeddedBackend | None = None
+
+
+class EmbeddedBackend:
+    def __init__(self, run_dir: Path, store: str, args: list[str], faults: list[str]) -> None:
+        self.store = store or f"sqlite:{run_dir / 'backend.db'}"
+        self.faults = list(faults)
+        self.stub = StubProcess("--host", "127.0.0.1", "--port", "0", "--store", self.store, *args,
+                                log_path=run_dir / "backend.log")  # fmt: skip
+        self.restarts: list[dict] = []
+        self.pids: list[int] = []
+
+    def start(self) -> EmbeddedBackend:
+        global current
+        self.stub.start()
+        self.pids.append(self.stub.pid)
+        current = self
+        logger.info("embedded backend pid %d at %s (store %s)", self.stub.pid, self.stub.url, self.store)
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.stub.url
+
+    @property
+    def pid(self) -> int | None:
+        """The latest pid (also after it died: telemetry then records it as gone), None before it started."""
+        return self.stub.pid if self.stub.info else None
+
+    @property
+    def admin_token(self) -> str:
+        return self.stub.admin_token
+
+    def restart(self, hard: bool = False) -> dict:
+        """Stop it (SIGTERM, or kill -9 with ``hard``) and start it again on the same port and store."""
+        entry = {"ts": time.time(), "hard": hard, "old_pid": self.stub.pid, "new_pid": None, "ok": False}
+        self.restarts.append(entry)
+        logger.info("restarting the embedded backend (%s)", "kill -9" if hard else "SIGTERM")
+        try:
+            self.stub.restart(hard=hard)
+            entry.update(new_pid=self.stub.pid, ok=True, ready_ts=time.time())
+            self.pids.append(self.stub.pid)
+        except Exception as e:
+            entry["error"] = str(e)[:300]
+            logger.error("embedded backend did not come back: %s", e)
+        return entry
+
+    def stop(self) -> int | None:
+        global current
+        code = self.stub.stop()
+        if self.stub.proc is not None and self.stub.proc.stdout is not None:
+            self.stub.proc.stdout.close()
+        if current is self:
+            current = None
+        return code
+
+    def describe(self) -> dict:
+        return {
+            "embedded": True,
+            "url": self.stub.url if self.stub.info else None,
+            "pid": self.pids[0] if self.pids else None,
+            "pids": self.pids,
+            "store": self.store,
+            "faults": self.faults,
+            "args": [a for a in self.stub.args],
+            "log": "backend.log",
+            "restarts": self.restarts,
+        }
+
+
+def restart(hard: bool = False) -> dict:
+    """Restart this process's embedded backend (the restart scenario's hook); returns the restart record."""
+    if current is None:
+        raise RuntimeError("no embedded backend is running in this process (is --host set?)")
+    return current.restart(hard=hard)

@@ -1,0 +1,189 @@
+"""The harness's command-line options: Locust custom arguments, shown in the web UI.
+
+Values that can be checked without side effects are checked by argparse (the
+error names the option and Locust exits 2 before anything starts); checks that
+touch the machine (run directory writable, ``--server-pid`` alive) are done by
+:func:`validate` on the master when the run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import psutil
+
+from server_stub.config import _rate_limit, _store
+from server_stub.faults import Fault
+
+#: ``--stub-X`` option -> the backend's ``--X`` option, with its value parser.
+STUB_PASSTHROUGH = {
+    "stub_resume_window": ("--resume-window", float),
+    "stub_hb_interval_ms": ("--hb-interval-ms", int),
+    "stub_idle_timeout_ms": ("--idle-timeout-ms", int),
+    "stub_token_ttl": ("--token-ttl", float),
+    "stub_refresh_grace_ms": ("--refresh-grace-ms", int),
+    "stub_chunk_delay_ms": ("--chunk-delay-ms", int),
+    "stub_chunks_per_reply": ("--chunks-per-reply", int),
+    "stub_max_frame_bytes": ("--max-frame-bytes", int),
+    "stub_outbox_limit": ("--outbox-limit", int),
+    "stub_flush_interval_ms": ("--flush-interval-ms", int),
+}
+
+
+class OptionError(SystemExit):
+    """A refused option value: the message names the option; the process exits 2."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(2)
+
+    def __str__(self) -> str:
+        return f"{self.option}: {self.problem}"
+
+
+def _number(kind, *, allow_zero: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if allow_zero else '> 0'}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _fault(text: str) -> str:
+    names = [f.value for f in Fault]
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"unknown fault {text!r}; known: {', '.join(names)}")
+    return text
+
+
+def _checked_by(check):
+    """Validate with the backend's own parser, keep the text (it is passed on as typed)."""
+
+    def parse(text: str) -> str:
+        check(text)
+        return text
+
+    parse.__name__ = "value"
+    return parse
+
+
+#: The parser, kept so secrets added by other plugins (after ours) are known when meta.json is written.
+_PARSER = None
+
+
+def add_arguments(parser) -> None:
+    """Listener of ``init_command_line_parser``: every harness option."""
+    # On the parser itself, not a group: only its add_argument knows include_in_web_ui / is_secret / is_multiple.
+    g = parser
+    g.add_argument("--run-dir", default="runs", help="root of the run directories (runs/<run-id>/, runs/latest)")
+    g.add_argument("--run-id", default="", help="name of this run's directory (default: UTC timestamp + random)")
+    g.add_argument("--scenario", default="", help="scenario name recorded in meta.json")
+    g.add_argument(
+        "--sample-interval",
+        type=_number(float),
+        default=1.0,
+        metavar="S",
+        help="seconds between telemetry samples (samples.csv, server_stats.csv)",
+    )
+    g.add_argument(
+        "--server-pid",
+        type=_number(int),
+        default=0,
+        help="pid of a backend on this machine, sampled through psutil (default: its /metrics)",
+    )
+    g.add_argument(
+        "--no-record", action="store_true", default=False, help="do not record protocol events (benchmark baseline)"
+    )
+    g.add_argument(
+        "--verdicts", action="store_true", default=False, help="run the analysis at the end; exit with its code"
+    )
+    g.add_argument("--analyser", default="analysis", help="module run as `python -m MODULE RUN_DIR` by --verdicts")
+    # The embedded backend: used when no --host is given.
+    g.add_argument(
+        "--stub-store",
+        type=_checked_by(_store),
+        default=None,
+        help="embedded backend's store (default: sqlite file in the run dir)",
+    )
+    g.add_argument(
+        "--stub-fault",
+        type=_fault,
+        action="append",
+        default=[],
+        choices=[f.value for f in Fault],
+        is_multiple=True,
+        help="plant a fault in the embedded backend (repeatable)",
+    )
+    g.add_argument(
+        "--stub-rate-limit",
+        type=_checked_by(_rate_limit),
+        default=None,
+        metavar="RATE[/BURST]",
+        help="embedded backend's --rate-limit",
+    )
+    for dest, (flag, kind) in STUB_PASSTHROUGH.items():
+        g.add_argument(
+            "--" + dest.replace("_", "-"), type=_number(kind), default=None, help=f"embedded backend's {flag}"
+        )
+    g.add_argument(
+        "--stub-restart-at",
+        type=_number(float),
+        default=None,
+        metavar="S",
+        help="restart the embedded backend S seconds after the test starts",
+    )
+    g.add_argument(
+        "--stub-restart-kill", action="store_true", default=False, help="restart with kill -9 instead of SIGTERM"
+    )
+
+
+def validate(options) -> None:
+    """Checks that need the machine; raises :class:`OptionError`. Run on the master/local process only."""
+    if options.server_pid and not psutil.pid_exists(options.server_pid):
+        raise OptionError("--server-pid", f"no process with pid {options.server_pid}")
+    if options.server_pid and not options.host:
+        raise OptionError("--server-pid", "needs --host (the embedded backend's pid is known already)")
+    root = Path(options.run_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptionError("--run-dir", f"cannot create {root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise OptionError("--run-dir", f"{root} is not writable")
+    if options.run_id and ("/" in options.run_id or options.run_id in (".", "..", "latest")):
+        raise OptionError("--run-id", f"{options.run_id!r} is not a plain directory name")
+    if options.run_id and (root / options.run_id).exists():
+        raise OptionError("--run-id", f"{root / options.run_id} already exists")
+    if options.stub_restart_at is not None and options.host:
+        raise OptionError("--stub-restart-at", "only the embedded backend (no --host) can be restarted")
+
+
+def stub_args(options) -> list[str]:
+    """The embedded backend's command line from the ``--stub-*`` options (store and faults excluded)."""
+    args: list[str] = []
+    for dest, (flag, _) in STUB_PASSTHROUGH.items():
+        value = getattr(options, dest, None)
+        if value is not None:
+            args += [flag, str(value)]
+    if options.stub_rate_limit:
+        args += ["--rate-limit", options.stub_rate_limit]
+    for fault in options.stub_fault or []:
+        args += ["--fault", fault]
+    return args
+
+
+def is_secret(name: str) -> bool:
+    """True for options never written to disk: Locust's ``is_secret`` ones and anything named like a credential."""
+    actions = _PARSER._actions if _PARSER is not None else []
+    if any(a.dest == name and getattr(a, "is_secret", False) for a in actions):
+        return True
+    return any(w in name for w in ("token", "secret", "password", "web_login", "tls_key"))

@@ -1,0 +1,232 @@
+"""The harness as a Locust plugin: importing this module wires every listener.
+
+Master (or the single local process): on ``init`` it checks the options, opens
+the run directory, starts the embedded backend when there is no ``--host``,
+starts recording, telemetry and Locust's CSV export; on ``quitting`` it closes
+the run in this order, so that nothing is lost and ``meta.json`` is written last:
+
+1. ``runner.quit()``: workers stop their users and send their final event batch;
+2. wait (bounded) for every worker's final batch;
+3. stop telemetry, close ``events.csv``, ``samples.csv``, ``server_stats.csv``;
+4. stop the embedded backend; write Locust's final CSVs and HTML report;
+5. close ``meta.json`` (end time, counts, exit reason, ``complete: true``);
+6. with ``--verdicts``, run the analysis and take its exit code.
+
+Worker: ship protocol events to the master and add its pid/fds/threads to the
+stats reports Locust already sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import gevent
+import locust
+from locust import events
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
+
+from agentws.events import EVENT_COLUMNS
+
+from . import __version__, exports, options, verdicts
+from .embedded import EmbeddedBackend
+from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
+from .rundir import CsvSink, RunDir
+from .telemetry import REPORT_KEY, SAMPLE_COLUMNS, Telemetry, own_process_facts
+
+logger = logging.getLogger(__name__)
+
+#: The open run of this process (master or local), for scenarios and tests.
+current: Run | None = None
+
+
+class Run:
+    """One run of the master or local process: its directory and everything writing into it."""
+
+    def __init__(self, environment) -> None:
+        self.environment = environment
+        self.options = environment.parsed_options
+        self.backend: EmbeddedBackend | None = None
+        self.recorder: LocalRecorder | MasterRecorder | None = None
+        self.csv_export: exports.CsvExport | None = None
+        self.closed = False
+        self.max_users: dict[str, int] = {}
+
+    # -- opening ------------------------------------------------------------------
+    def open(self) -> Run:
+        opts, env = self.options, self.environment
+        options.validate(opts)
+        self.dir = RunDir(opts.run_dir, opts.run_id)
+        self.dir.meta.update(self._static_meta())
+        if not opts.host:
+            self._start_backend()
+            self.dir.meta["backend"] = self.backend.describe()
+        self.dir.meta["host"] = env.host
+        self.events = CsvSink(self.dir.file("events.csv"), EVENT_COLUMNS)
+        self.samples = CsvSink(self.dir.file("samples.csv"), SAMPLE_COLUMNS)
+        self.server_stats = CsvSink(self.dir.file("server_stats.csv"))
+        if not opts.no_record:
+            kind = MasterRecorder if isinstance(env.runner, MasterRunner) else LocalRecorder
+            self.recorder = kind(env, self.events)
+        if opts.csv_prefix is None:
+            self.csv_export = exports.CsvExport(env, str(self.dir.file(exports.PREFIX)))
+        self.telemetry = Telemetry(env, self.samples, self.server_stats, opts.sample_interval, self._backend_pid)
+        self.telemetry.start()
+        env.events.test_start.add_listener(self._on_test_start)
+        env.events.spawning_complete.add_listener(self._on_users)
+        env.events.test_stopping.add_listener(self._on_users)
+        env.events.quitting.add_listener(self._on_quitting)
+        self.dir.save()
+        logger.info("run directory %s", self.dir.path)
+        return self
+
+    def _start_backend(self) -> None:
+        opts = self.options
+        self.backend = EmbeddedBackend(self.dir.path, opts.stub_store, options.stub_args(opts), opts.stub_fault)
+        try:
+            self.backend.start()
+        except Exception as e:
+            self.dir.meta["backend"] = self.backend.describe()
+            self.dir.close(exit_reason=f"embedded backend failed to start: {e}"[:500])
+            logger.error("embedded backend failed to start: %s", e)
+            raise SystemExit(1) from None
+        self.environment.host = self.backend.url
+        # The users' admin token option (if they define one) gets the embedded backend's token;
+        # Locust copies custom options to the workers in its spawn message.
+        if hasattr(opts, "admin_token") and not opts.admin_token:
+            opts.admin_token = self.backend.admin_token
+
+    def _backend_pid(self) -> int | None:
+        return self.backend.pid if self.backend else (self.options.server_pid or None)
+
+    def _static_meta(self) -> dict:
+        opts, env = self.options, self.environment
+        return {
+            "scenario": opts.scenario or None,
+            "locustfile": env.locustfile,
+            "runner": "master" if isinstance(env.runner, MasterRunner) else "local",
+            "expect_workers": getattr(opts, "expect_workers", None) if isinstance(env.runner, MasterRunner) else 0,
+            "user_classes_available": sorted(env.available_user_classes or {}),
+            "user_classes": {},
+            "num_users": opts.num_users,
+            "spawn_rate": opts.spawn_rate,
+            "run_time": opts.run_time,
+            "versions": {"locust": locust.__version__, "harness": __version__, "python": sys.version.split()[0]},
+            "thresholds": {},  # filled by the verdict options when the analysis lands
+            "backend": {"embedded": False, "pid": opts.server_pid or None},
+            "recording": {"enabled": not opts.no_record},
+            "sample_interval_s": opts.sample_interval,
+            "locust_exports": {
+                "csv_prefix": opts.csv_prefix or exports.PREFIX,
+                "html": opts.html_file or exports.HTML,
+            },
+            "options": {k: v for k, v in sorted(vars(opts).items()) if not options.is_secret(k)},
+        }
+
+    # -- during the run ---------------------------------------------------------------
+    def _on_test_start(self, environment, **_) -> None:
+        self.dir.meta.setdefault("test_starts_utc", []).append(time.time())
+        self.dir.meta["host"] = environment.host
+        self.dir.save()
+        # The web UI's form sets untouched options to "" (or to a string): read the value leniently.
+        at = self.options.stub_restart_at
+        if at not in (None, "") and self.backend is not None:
+            gevent.spawn_later(float(at), self._scheduled_restart)
+
+    def _scheduled_restart(self) -> None:
+        self.backend.restart(hard=self.options.stub_restart_kill)
+        self.dir.meta["backend"] = self.backend.describe()
+        self.dir.save()
+
+    def _on_users(self, environment=None, **_) -> None:
+        runner = self.environment.runner
+        counts = runner.reported_user_classes_count if isinstance(runner, MasterRunner) else runner.user_classes_count
+        for name, n in counts.items():
+            self.max_users[name] = max(n, self.max_users.get(name, 0))
+
+    # -- closing ----------------------------------------------------------------------
+    def _on_quitting(self, environment, **_) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        runner = environment.runner
+        interrupted = runner.state in (STATE_RUNNING, STATE_SPAWNING)
+        self._on_users()
+        master = isinstance(runner, MasterRunner)
+        expected = [n.id for n in runner.clients.all if n.state != "missing"] if master else []
+        runner.quit()  # idempotent in Locust; makes the workers stop and flush before we close
+        if isinstance(self.recorder, MasterRecorder):
+            self.recorder.drain(runner, expected)
+        self.telemetry.stop()
+        for sink in (self.events, self.samples, self.server_stats):
+            sink.close()
+        meta = self.dir.meta
+        if self.backend is not None:
+            code = self.backend.stop()
+            meta["backend"] = {**self.backend.describe(), "exit_code": code}
+        meta["backend_notes"] = self.telemetry.notes
+        self._write_locust_exports()
+        meta["user_classes"] = self.max_users
+        meta["workers"] = sorted(self.recorder.tallies) if isinstance(self.recorder, MasterRecorder) else []
+        if isinstance(runner, MasterRunner):
+            meta["workers"] = sorted(set(meta["workers"]) | set(expected))
+        meta["recording"] = {"enabled": self.recorder is not None, **(self.recorder.summary() if self.recorder else {})}
+        meta["rows"] = {s: getattr(self, s).rows for s in ("events", "samples", "server_stats")}
+        self.dir.close(exit_reason=self._exit_reason(interrupted))
+        logger.info("run directory closed: %s", self.dir.path)
+        if self.options.verdicts:
+            code = verdicts.run_analysis(self.dir.path, self.options.analyser)
+            environment.process_exit_code = code
+            meta["verdicts_exit_code"] = code
+            self.dir.save()
+
+    def _write_locust_exports(self) -> None:
+        try:
+            if self.csv_export is not None:
+                self.csv_export.finish()
+            if not self.options.html_file:
+                exports.write_html(self.environment, self.dir.file(exports.HTML))
+        except Exception:  # the run's own files matter more than Locust's copy of the stats
+            logger.exception("could not write Locust's exports into the run directory")
+
+    def _exit_reason(self, interrupted: bool) -> str:
+        opts = self.options
+        if interrupted:
+            return "interrupted (signal, or quit while users were running)"
+        if self.environment.shape_class is not None:
+            return "shape finished"
+        if opts.headless and opts.run_time:
+            return "run-time limit reached"
+        return "stopped, then quit"
+
+
+@events.init_command_line_parser.add_listener
+def _on_parser(parser, **_) -> None:
+    options.add_arguments(parser)
+
+
+@events.init.add_listener
+def _on_init(environment, runner, **_) -> None:
+    global current
+    opts = environment.parsed_options
+    if opts is None or not hasattr(opts, "run_dir"):
+        return  # an Environment built by hand (tests, notebooks): the harness stays out of the way
+    if isinstance(runner, WorkerRunner):
+        _setup_worker(environment, opts)
+        return
+    try:
+        current = Run(environment).open()
+    except options.OptionError as e:
+        logger.error("invalid option %s", e)
+        sys.stderr.write(f"locust: error: {e}\n")
+        raise
+
+
+def _setup_worker(environment, opts) -> None:
+    WorkerRecorder(environment)
+
+    def add_process_facts(data, **_) -> None:
+        data[REPORT_KEY] = own_process_facts()
+
+    environment.events.report_to_master.add_listener(add_process_facts)

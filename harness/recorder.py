@@ -1,0 +1,222 @@
+"""Protocol events from every user, in every process, into one ``events.csv``.
+
+Single process: the listener writes each event straight to the file.
+
+Distributed: each worker buffers its events and sends them to the master in
+batches (at most :data:`BATCH_MAX` events, at least every :data:`BATCH_INTERVAL_S`)
+as the custom Locust message :data:`MESSAGE`::
+
+    {"events": [[ts, "", user, session, kind, ok, latency_ms, agent, seq, code, detail], ...],
+     "final": bool,        # true for the last batch of a test (sent on the worker's test_stop)
+     "emitted": int,       # events the worker's users produced so far (cumulative)
+     "undelivered": int,   # of those, events it could not deliver (buffer full, send failed)
+     "pid": int}
+
+The master fills the ``worker`` column with the sender's node id. Events are
+never dropped silently: every one is either in ``events.csv`` or counted in
+``undelivered`` (reported to the master and into ``meta.json``); a worker that
+never sent its final batch is listed as not flushed.
+
+Stop ordering: a worker's ``test_stop`` fires after its users are gone, so the
+batch it sends then is complete. On quit the master's runner stops reading
+messages 0.5 s after telling the workers to quit, which is too tight to rely on;
+:meth:`MasterRecorder.drain` therefore keeps reading the master's socket (feeding
+every message to the runner's own handler, so Locust's final stats still land)
+until each worker's final batch is in, or :data:`DRAIN_TIMEOUT_S` has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import gevent
+
+from agentws.events import EVENT_COLUMNS
+from users.recording import protocol_events
+
+from .rundir import CsvSink
+
+logger = logging.getLogger(__name__)
+
+MESSAGE = "harness_events"
+BATCH_MAX = 2_000  #: events per message
+BATCH_INTERVAL_S = 0.5  #: a worker sends what it has at least this often
+BUFFER_MAX = 200_000  #: events a worker holds while the master is unreachable; beyond this they are counted lost
+DRAIN_TIMEOUT_S = 10.0  #: how long the master waits for the workers' final batches at quit
+
+
+class LocalRecorder:
+    """Single process: events go straight to ``events.csv`` with ``worker = "local"``."""
+
+    def __init__(self, environment, sink: CsvSink) -> None:
+        self.sink = sink
+        self.received = 0
+        protocol_events(environment).add_listener(self._on_event)
+
+    def _on_event(self, event, **_) -> None:
+        self.sink.write((event[0], "local", *event[2:]))
+        self.received += 1
+
+    def summary(self) -> dict:
+        return {"events_received": self.received, "per_worker": {"local": {"received": self.received}}}
+
+
+class WorkerRecorder:
+    """On a worker: buffer events and ship them to the master in bounded batches."""
+
+    def __init__(self, environment) -> None:
+        self.environment = environment
+        self.buffer: list = []
+        self.emitted = 0
+        self.undelivered = 0
+        self.pid = os.getpid()
+        self.listening = False
+        environment.events.test_start.add_listener(self._on_test_start)
+        environment.events.test_stop.add_listener(self._on_test_stop)
+        environment.events.quitting.add_listener(self._on_quitting)
+        self._loop = gevent.spawn(self._send_loop)
+
+    def _on_test_start(self, environment, **_) -> None:
+        # --no-record may come from the master (Locust copies custom options in its spawn message),
+        # so it is read here, not at init; off means no listener at all (the benchmark's baseline).
+        record = not getattr(environment.parsed_options, "no_record", False)
+        hook = protocol_events(environment)
+        if record and not self.listening:
+            hook.add_listener(self._on_event)
+        elif not record and self.listening:
+            hook.remove_listener(self._on_event)
+        self.listening = record
+
+    def _on_event(self, event, **_) -> None:
+        self.emitted += 1
+        if len(self.buffer) >= BUFFER_MAX:
+            self.undelivered += 1
+            return
+        self.buffer.append(event)
+        if len(self.buffer) >= BATCH_MAX:
+            self.send()
+
+    def _send_loop(self) -> None:
+        while True:
+            gevent.sleep(BATCH_INTERVAL_S)
+            if self.buffer:
+                self.send()
+
+    def _on_test_stop(self, **_) -> None:
+        self.send(final=True)
+
+    def _on_quitting(self, **_) -> None:
+        self._loop.kill(block=False)
+        if self.buffer:
+            self.send(final=True)
+        if self.undelivered:
+            logger.warning("%d protocol events could not be delivered to the master", self.undelivered)
+
+    def send(self, final: bool = False) -> None:
+        """Send everything buffered, in batches; ``final`` marks the last one (sent even when empty)."""
+        while True:
+            batch, self.buffer = self.buffer[:BATCH_MAX], self.buffer[BATCH_MAX:]
+            last = not self.buffer
+            data = {
+                "events": batch,
+                "final": final and last,
+                "emitted": self.emitted,
+                "undelivered": self.undelivered,
+                "pid": self.pid,
+            }
+            try:
+                self.environment.runner.send_message(MESSAGE, data)
+            except Exception as e:  # an RPC failure must not kill a user greenlet; count what is lost
+                self.undelivered += len(batch)
+                logger.warning("could not send %d protocol events to the master: %s", len(batch), e)
+            if last:
+                return
+
+
+@dataclass
+class Tally:
+    """What the master knows about one worker's events."""
+
+    received: int = 0
+    emitted: int = 0
+    undelivered: int = 0
+    final: bool = False
+    pid: int | None = None
+
+
+class MasterRecorder:
+    """On the master: write every worker's batches to ``events.csv``."""
+
+    def __init__(self, environment, sink: CsvSink) -> None:
+        self.sink = sink
+        self.tallies: dict[str, Tally] = {}
+        self.not_flushed: list[str] = []
+        environment.runner.register_message(MESSAGE, self._on_batch)
+        # A master has no users, but a plugin might emit there: keep those too.
+        protocol_events(environment).add_listener(self._on_local_event)
+
+    def _on_local_event(self, event, **_) -> None:
+        self.sink.write((event[0], "master", *event[2:]))
+
+    def _on_batch(self, environment, msg, **_) -> None:
+        worker = msg.node_id
+        data = msg.data
+        rows = data["events"]
+        width = len(EVENT_COLUMNS)
+        self.sink.write_many([(r[0], worker, *r[2:width]) for r in rows])
+        tally = self.tallies.setdefault(worker, Tally())
+        tally.received += len(rows)
+        tally.emitted = data["emitted"]
+        tally.undelivered = data["undelivered"]
+        tally.final = data["final"]
+        tally.pid = data.get("pid")
+
+    def pending(self, expected) -> list[str]:
+        known = set(expected) | set(self.tallies)
+        return sorted(w for w in known if not (w in self.tallies and self.tallies[w].final))
+
+    def drain(self, runner, expected, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """After ``runner.quit()``: read the master's socket until every worker has said goodbye.
+
+        A worker sends, in order, its final event batch, its final stats report
+        and ``quit``, so waiting for both its final batch and its ``quit``
+        (which removes it from ``runner.clients``) means nothing it sent is left
+        unread. Every message goes to the runner's own handler, so Locust's
+        final stats land too; ours reach :meth:`_on_batch` through it.
+        """
+        deadline = time.monotonic() + timeout
+
+        def waiting() -> bool:
+            return bool(self.pending(expected)) or any(w in runner.clients for w in expected)
+
+        while waiting() and (left := deadline - time.monotonic()) > 0:
+            received = None
+            with gevent.Timeout(left, False):
+                try:
+                    received = runner.server.recv_from_client()
+                except Exception as e:  # a broken socket: nothing more will come
+                    logger.warning("stopped waiting for the workers' final messages: %s", e)
+                    break
+            if received is None:
+                break
+            try:
+                runner.handle_message(*received)
+            except Exception:
+                logger.exception("error handling %s from %s while draining", received[1].type, received[0])
+        self.not_flushed = self.pending(expected)
+        if self.not_flushed:
+            logger.warning("no final event batch from %s (waited %.0f s)", ", ".join(self.not_flushed), timeout)
+
+    def summary(self) -> dict:
+        return {
+            "events_received": sum(t.received for t in self.tallies.values()),
+            "events_undelivered": {w: t.undelivered for w, t in self.tallies.items()},
+            "per_worker": {
+                w: {"received": t.received, "emitted": t.emitted, "undelivered": t.undelivered, "pid": t.pid}
+                for w, t in self.tallies.items()
+            },
+            "workers_not_flushed": self.not_flushed,
+        }

@@ -1,0 +1,45 @@
+"""The quit hook: ``--verdicts`` runs the analysis on the closed run directory.
+
+The seam is a process boundary: ``python -m <--analyser> RUN_DIR`` (default
+module ``analysis``), run from the current directory with the harness's
+repository on ``PYTHONPATH``. The analysis reads only the run directory (it
+never imports ``users`` or ``harness``), writes ``verdicts.json`` and
+``report.html`` there, and its exit code becomes Locust's: 0 every verdict
+passed, 1 a verdict failed, 3 inconclusive (anything else: the analysis itself
+failed). A missing module or a timeout gives exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 600.0
+FAILED_TO_RUN = 2
+
+
+def run_analysis(run_dir: Path, module: str = "analysis", timeout: float = TIMEOUT_S) -> int:
+    """Run the analyser on ``run_dir``; return its exit code (2 if it could not run)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", module, str(run_dir)]
+    logger.info("running the analysis: %s", " ".join(cmd))
+    try:
+        done = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        logger.error("the analysis (%s) did not finish within %.0f s", module, timeout)
+        return FAILED_TO_RUN
+    except OSError as e:
+        logger.error("could not run the analysis (%s): %s", module, e)
+        return FAILED_TO_RUN
+    for line in (done.stdout + done.stderr).splitlines()[-40:]:
+        logger.info("analysis: %s", line)
+    if done.returncode == 1 and "No module named" in done.stderr:
+        logger.error("analysis module %r not found", module)
+        return FAILED_TO_RUN
+    return done.returncode

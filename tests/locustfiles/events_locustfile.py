@@ -1,0 +1,43 @@
+"""Test locustfile: the harness plus EventUser, which emits a known number of protocol events.
+
+Each task emits ``EVENTS_PER_TASK`` events (seq 1, 2, ... per user) and then one
+Locust request event ``EMIT burst``, with no yield in between: so
+``events.csv`` must hold exactly Request Count x EVENTS_PER_TASK ``hb_rtt`` rows, and each
+user's seq values must run 1..n without a gap.
+"""
+
+import os
+import uuid
+
+from locust import User, constant, task
+
+import harness  # noqa: F401  (the plugin under test)
+from agentws.events import Kind
+from users.recording import emit
+
+EVENTS_PER_TASK = int(os.environ.get("HARNESS_TEST_EVENTS_PER_TASK", "10"))
+WAIT_S = float(os.environ.get("HARNESS_TEST_WAIT_S", "0.05"))
+
+
+class EventUser(User):
+    wait_time = constant(WAIT_S)
+
+    def on_start(self) -> None:
+        self.uid = uuid.uuid4().hex[:12]
+        self.seq = 0
+        # One connect event naming the host this user was aimed at (the test checks workers got it).
+        emit(self.environment, Kind.CONNECT, user=self.uid, detail=self.host or "")
+
+    @task
+    def burst(self) -> None:
+        for _ in range(EVENTS_PER_TASK):
+            self.seq += 1
+            emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.5, seq=self.seq, detail="test")
+        self.environment.events.request.fire(
+            request_type="EMIT",
+            name="burst",
+            response_time=0,
+            response_length=EVENTS_PER_TASK,
+            exception=None,
+            context={},
+        )

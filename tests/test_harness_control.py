@@ -1,0 +1,115 @@
+"""The harness under the web UI, with bad options, and its quit hook (``--verdicts``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.locustfiles.harness_runs import (
+    check_events,
+    check_exports,
+    free_port,
+    meta,
+    only_run,
+    run_locust,
+    start_locust,
+    wait_for,
+)
+
+
+def _post(url: str, form: dict | None = None) -> bytes:
+    data = urllib.parse.urlencode(form or {}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=10) as r:
+        return r.read()
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_run_started_and_stopped_through_the_web_ui(tmp_path):
+    root, port = tmp_path / "runs", free_port()
+    log = tmp_path / "locust.log"
+    web = f"http://127.0.0.1:{port}"
+    proc = start_locust(
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root), log=log
+    )
+    try:
+        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        run = only_run(root)
+        host = meta(run)["host"]
+        _post(web + "/swarm", {"user_count": 4, "spawn_rate": 4, "host": host})
+        time.sleep(3)
+        _post(web + "/stop")
+        wait_for(lambda: meta(run).get("user_classes") is not None, 5, "meta")
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    m = meta(run)
+    assert m["complete"] and m["exit_reason"] == "stopped, then quit"
+    assert m["user_classes"] == {"EventUser": 4} and m["host"] == host
+    check_events(run)
+    check_exports(run)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--sample-interval", "-1"], "--sample-interval"),
+        (["--stub-fault", "no-such-fault"], "--stub-fault"),
+        (["--stub-resume-window", "0"], "--stub-resume-window"),
+        (["--host", "http://127.0.0.1:9", "--server-pid", "999999999"], "--server-pid"),
+        (["--run-dir", "{file}/runs"], "--run-dir"),
+    ],
+)
+def test_bad_option_values_are_refused_before_any_load(tmp_path, args, option):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    args = [a.replace("{file}", str(a_file)) for a in args]
+    root = tmp_path / "runs"
+    if "--run-dir" not in args:
+        args += ["--run-dir", str(root)]
+    log = tmp_path / "locust.log"
+    code = run_locust("--headless", "-u", "1", "-r", "1", "--run-time", "5", *args, log=log, timeout=30)
+    out = log.read_text()
+    assert code != 0, out
+    assert option in out, out
+    assert "Ramping to" not in out and "All users spawned" not in out
+    assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize("verdict", [0, 1, 3])
+def test_verdicts_hook_sets_the_exit_code(tmp_path, verdict):
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "1", "-r", "1", "--run-time", "2", "--run-dir", str(root),
+        "--scenario", f"verdict-{verdict}", "--verdicts", "--analyser", "tests.locustfiles.fake_analyser",
+        log=log,
+    )  # fmt: skip
+    assert code == verdict, log.read_text()[-3000:]
+    run = only_run(root)
+    assert (run / "verdicts.json").exists()
+    assert meta(run)["verdicts_exit_code"] == verdict
+
+
+def test_verdicts_with_a_missing_analyser_fail_the_run(tmp_path):
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "1", "-r", "1", "--run-time", "1", "--run-dir", str(tmp_path / "runs"),
+        "--verdicts", "--analyser", "no_such_analysis_module",
+        log=log,
+    )  # fmt: skip
+    assert code == 2 and "not found" in log.read_text()

@@ -1,0 +1,146 @@
+"""The harness end to end: real headless ``locust`` runs on loopback, then the run directory is read back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.locustfiles.harness_runs import (
+    check_events,
+    check_exports,
+    free_port,
+    meta,
+    only_run,
+    read_csv,
+    run_locust,
+    sample_sources,
+    start_locust,
+    wait_for,
+)
+
+
+def test_processes_run_writes_a_complete_run_directory(tmp_path):
+    root = tmp_path / "runs"
+    code = run_locust(
+        "--headless", "-u", "6", "-r", "6", "--run-time", "5", "--processes", "2",
+        "--run-dir", str(root), "--scenario", "smoke", "--sample-interval", "0.5",
+        log=tmp_path / "locust.log",
+    )  # fmt: skip
+    assert code == 0, (tmp_path / "locust.log").read_text()[-3000:]
+    run = only_run(root)
+    m = meta(run)
+    assert m["complete"] and m["end_utc"] and m["scenario"] == "smoke"
+    assert m["runner"] == "master" and len(m["workers"]) == 2
+    assert m["user_classes"] == {"EventUser": 6}
+    assert m["backend"]["embedded"] and m["backend"]["store"].startswith("sqlite:" + str(run))
+    assert m["exit_reason"] == "run-time limit reached"
+    rows = check_events(run)
+    assert {r["worker"] for r in rows} == set(m["workers"])
+    assert {r["detail"] for r in rows if r["kind"] == "connect"} == {m["host"]}  # workers got the embedded host
+    check_exports(run)
+    sources = sample_sources(run)
+    assert {"backend", "master", *(f"worker:{w}" for w in m["workers"])} <= set(sources)
+    assert all(r["pid"] for r in sources["backend"])
+    assert any(r["pid"] for w in m["workers"] for r in sources[f"worker:{w}"])
+    stats = read_csv(run / "server_stats.csv")
+    assert stats and not any(r["error"] for r in stats) and "agents_live" in stats[0]
+
+
+def test_master_and_two_workers(tmp_path):
+    root, port = tmp_path / "runs", free_port()
+    log = tmp_path / "master.log"
+    master = start_locust(
+        "--headless", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", str(port), "-u", "4", "-r", "4", "--run-time", "5", "--run-dir", str(root),
+        log=log,
+    )  # fmt: skip
+    workers = [
+        start_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port), log=tmp_path / f"w{i}.log")
+        for i in range(2)
+    ]
+    try:
+        assert master.wait(60) == 0, log.read_text()[-3000:]
+        for w in workers:
+            assert w.wait(20) == 0
+    finally:
+        for p in (master, *workers):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    run = only_run(root)
+    m = meta(run)
+    assert m["complete"] and len(m["workers"]) == 2
+    rows = check_events(run)
+    assert {r["worker"] for r in rows} == set(m["workers"])
+    assert {r["detail"] for r in rows if r["kind"] == "connect"} == {m["host"]}
+    assert {f"worker:{w}" for w in m["workers"]} <= set(sample_sources(run))
+
+
+def test_sigterm_to_master_mid_run_closes_the_run_directory(tmp_path):
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    proc = start_locust(
+        "--headless", "-u", "6", "-r", "6", "--run-time", "60", "--processes", "2", "--run-dir", str(root), log=log
+    )
+    try:
+        run = wait_for(lambda: (root / "latest").exists() and (root / "latest").resolve(), 20, "the run directory")
+        events = run / "events.csv"
+        wait_for(lambda: events.exists() and events.stat().st_size > 20_000, 20, "events on disk")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    m = meta(run)
+    assert m["complete"] and m["end_utc"] and m["exit_reason"].startswith("interrupted")
+    check_events(run)
+    check_exports(run)
+
+
+def test_backend_killed_mid_run_is_recorded_and_the_run_goes_on(tmp_path):
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    proc = start_locust(
+        "--headless", "-u", "2", "-r", "2", "--run-time", "7", "--run-dir", str(root), "--sample-interval", "0.5",
+        log=log,
+    )  # fmt: skip
+    try:
+        run = wait_for(lambda: (root / "latest").exists() and (root / "latest").resolve(), 20, "the run directory")
+        pid = wait_for(lambda: meta(run).get("backend", {}).get("pid"), 20, "the backend's pid")
+        time.sleep(2)
+        killed_at = time.time()
+        os.killpg(pid, signal.SIGKILL)  # the stub runs in its own process group
+        assert proc.wait(40) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    m = meta(run)
+    assert m["complete"]
+    assert any(n["event"] == "backend gone" for n in m["backend_notes"])
+    assert any(n["event"] == "stats failing" for n in m["backend_notes"])
+    sources = sample_sources(run)
+    after = [r for r in sources["backend"] if float(r["ts"]) > killed_at + 0.5]
+    assert len(after) >= 4 and all(r["rss_bytes"] == "" for r in after)  # sampled on, as "gone"
+    assert len([r for r in sources["local"] if float(r["ts"]) > killed_at + 0.5]) >= 4
+    stats = read_csv(run / "server_stats.csv")
+    assert any(r["error"] for r in stats) and any(not r["error"] for r in stats)
+    check_events(run)  # users (which do not talk to the backend) went on recording
+
+
+def test_embedded_backend_restart_is_recorded(tmp_path):
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "2", "-r", "2", "--run-time", "5", "--run-dir", str(root), "--sample-interval", "0.5",
+        "--stub-restart-at", "1.5", "--stub-restart-kill", "--stub-fault", "leak", "--stub-chunk-delay-ms", "5",
+        log=log,
+    )  # fmt: skip
+    assert code == 0, log.read_text()[-3000:]
+    run = only_run(root)
+    backend = meta(run)["backend"]
+    assert backend["faults"] == ["leak"] and "--chunk-delay-ms" in backend["args"]
+    [restart] = backend["restarts"]
+    assert restart["ok"] and restart["hard"] and restart["new_pid"] != restart["old_pid"]
+    assert backend["pids"] == [restart["old_pid"], restart["new_pid"]]
+    pids = {r["pid"] for r in sample_sources(run)["backend"]}
+    assert {str(restart["old_pid"]), str(restart["new_pid"])} <= pids  # telemetry followed the new process

@@ -1,0 +1,121 @@
+"""ConversationUser: a client talking to its agent over a flaky link, checking what survives a drop."""
+
+from __future__ import annotations
+
+import random
+
+import gevent
+from locust import constant, task
+
+from agentws.events import Kind
+from agentws.protocol import NewSessionReason
+
+from .base import AgentUser
+from .http_api import push_notification
+
+GAPS = ("brief", "medium", "extended")
+#: Past the resume window by this much (plus a quarter window: the backend expires sessions periodically).
+EXPIRY_SLACK_S = 1.0
+
+
+class ConversationUser(AgentUser):
+    """Sends turns and reads the streamed replies, then drops the connection at a random point.
+
+    Drops are often mid-stream. It stays away for a brief, medium or extended
+    gap (extended: past the resume window), and while away has the backend push
+    notifications to its session. On resume it checks that the agent, its turn
+    count and its history are unchanged, that the interrupted reply completes
+    with the right sha256, and that every push arrived once and in order. Past
+    the window it checks for a clean new session (``reason: expired``, no turns).
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.push_ids: dict[str, int] = {}  #: session -> last push id sent
+
+    @task
+    def converse(self) -> None:
+        if not self.ensure_connected():
+            return
+        client = self.client
+        for _ in range(max(0, self.settings.turns_per_connection - 1)):
+            if not client.turn("hello agent"):
+                return
+        pending = client.start_turn("tell me a long story")
+        if pending is None:
+            return
+        if random.random() < self.settings.drop_mid_stream_share:
+            stop_after = random.randint(1, max(1, client.state.chunks_per_reply - 1))
+            if client.await_turn(pending, stop_after_chunks=stop_after) is False:
+                return
+        elif not client.await_turn(pending):
+            return
+        self.drop_and_come_back()
+
+    def drop_and_come_back(self) -> None:
+        client = self.client
+        gap = random.choices(GAPS, weights=self.settings.gap_weight_list())[0]
+        client.abort(f"planned_gap_{gap}")
+        session = client.state.session
+        expected = [] if gap == "extended" else self.push_while_away(session)
+        gevent.sleep(self.gap_seconds(gap))
+        if not self.come_back(self.now(), planned=True):
+            return
+        if gap == "extended":
+            self.check_expired_cleanly()
+        else:
+            self.check_context_kept(expected)
+
+    def gap_seconds(self, gap: str) -> float:
+        s = self.settings
+        if gap == "brief":
+            return s.gap_brief_s
+        if gap == "medium":
+            return s.gap_medium_s
+        window = self.client.state.resume_window_s
+        return s.gap_extended_s or window * 1.25 + EXPIRY_SLACK_S
+
+    def push_while_away(self, session: str) -> list[int]:
+        """Have the backend push to the detached session; the ids it must deliver on resume."""
+        s = self.settings
+        if not s.admin_token or s.pushes_while_away <= 0:
+            return []
+        sent = []
+        for _ in range(s.pushes_while_away):
+            push_id = self.push_ids.get(session, 0) + 1
+            self.push_ids[session] = push_id
+            result = push_notification(self.client.host, s.admin_token, session, push_id, {"n": push_id})
+            if not result.ok:
+                self.note(Kind.ERROR, False, code="notify", detail=f"admin notify failed: {result.error}")
+                break
+            sent.append(push_id)
+        return sent
+
+    def check_context_kept(self, expected_pushes: list[int]) -> None:
+        client, state = self.client, self.client.state
+        if not state.resumed:
+            self.note(Kind.HISTORY_CHECK, False, detail=f"not resumed: {state.welcome_detail}")
+            return
+        client.pump(self.settings.reply_timeout_s, until=lambda: state.replayed_through is not None)
+        client.pump(self.settings.reply_timeout_s, until=lambda: not state.stream_open())
+        for push_id in state.missing_pushes(expected_pushes):
+            self.note(Kind.NOTIFY, False, seq=None, detail="push missing after resume", code=push_id)
+        turns = client.history()
+        if turns is None:
+            return  # the history request failure is recorded as such
+        differs = state.compare_history(turns)
+        if not state.welcome_ok:
+            self.note(Kind.HISTORY_CHECK, False, detail=state.welcome_detail)
+        elif differs:
+            self.note(Kind.HISTORY_CHECK, False, detail=differs)
+        else:
+            self.note(Kind.HISTORY_CHECK, True, detail="context kept")
+
+    def check_expired_cleanly(self) -> None:
+        state = self.client.state
+        clean = not state.resumed and state.welcome_detail == f"new:{NewSessionReason.EXPIRED}"
+        clean = clean and state.agent_turns == 0
+        self.note(
+            Kind.HISTORY_CHECK, clean, detail="expired cleanly" if clean else f"expected expiry: {state.welcome_detail}"
+        )

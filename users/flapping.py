@@ -1,0 +1,61 @@
+"""FlappingUser: a client on an unstable network, connecting and dropping in rapid cycles."""
+
+from __future__ import annotations
+
+import random
+
+import gevent
+from locust import constant, task
+from locust.exception import StopUser
+
+from .base import AgentUser
+from .session_state import SessionState
+
+
+class FlappingUser(AgentUser):
+    """Connects, says hello, holds the connection ~100 ms, drops it, stays away ~50 ms, and again.
+
+    By default every cycle resumes the same session, so the backend must hand
+    back the same agent each time; a changed agent id on a successful resume is
+    recorded as ``welcome`` ok=0 (the duplicate-agent fault seen from the client).
+    A share of the drops cut TCP without a close frame.
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.cycles = 0
+
+    @task
+    def flap(self) -> None:
+        s = self.settings
+        if not self.connect_for_cycle():
+            return
+        if not self.client.pump(self.jittered(s.flap_connected_ms)):
+            self.ensure_connected()  # the backend ended it: follow the close policy, then flap on
+            return
+        if random.random() < s.flap_abrupt_share:
+            self.client.abort("flap_abrupt")
+        else:
+            self.client.close("flap_close")
+        gevent.sleep(self.jittered(s.flap_disconnected_ms))
+        self.cycles += 1
+        if s.flap_cycles and self.cycles >= s.flap_cycles:
+            raise StopUser()
+
+    def connect_for_cycle(self) -> bool:
+        client = self.client
+        if client.connected:
+            return True
+        if self.cycles == 0 or self.settings.flap_new_session or not client.state.has_session:
+            client.state = SessionState()
+            ok = client.connect(resume=False)
+            if not ok:
+                self.pause()
+            return ok
+        return self.come_back(self.now(), planned=True)
+
+    def jittered(self, ms: float) -> float:
+        """``ms`` +/- the jitter fraction, in seconds."""
+        jitter = self.settings.flap_jitter
+        return max(0.0, ms * (1 + random.uniform(-jitter, jitter))) / 1000

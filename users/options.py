@@ -1,0 +1,129 @@
+"""Every knob of the simulated users, as Locust custom arguments shown in the web UI.
+
+:class:`Settings` reads them from ``environment.parsed_options``; when that is
+None (an ``Environment`` built by hand in a test or notebook) every field has
+its default, so one dataclass is the single list of defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from locust import events
+
+from agentws.protocol import BACKOFF_BASE_MS, BACKOFF_CAP_MS, WS_PATH
+
+
+@dataclass(frozen=True)
+class Settings:
+    # connection
+    ws_path: str = WS_PATH
+    token_url: str = ""  #: "" -> host + /auth/token
+    token_ttl_s: float = 300.0
+    admin_token: str = ""
+    ws_headers: str = ""  #: "Name: value; Name2: value2"
+    ws_subprotocols: str = ""  #: comma-separated
+    tls_verify: bool = True
+    connect_timeout_s: float = 5.0
+    reply_timeout_s: float = 5.0
+    max_retries: int = 6
+    backoff_base_ms: float = BACKOFF_BASE_MS
+    backoff_cap_ms: float = BACKOFF_CAP_MS
+    # FlappingUser
+    flap_connected_ms: float = 100.0
+    flap_disconnected_ms: float = 50.0
+    flap_jitter: float = 0.0
+    flap_new_session: bool = False
+    flap_abrupt_share: float = 0.0
+    flap_cycles: int = 0  #: 0 = no limit
+    # HeartbeatUser
+    hb_interval_ms: float = 0.0  #: 0 = the backend's, from welcome
+    # ZombieUser
+    zombie_max_wait_s: float = 60.0
+    # TokenRefreshUser
+    refresh_ahead_s: float = 2.0
+    refresh_expire_share: float = 0.0
+    # ConversationUser
+    turns_per_connection: int = 3
+    drop_mid_stream_share: float = 0.5
+    gap_brief_s: float = 0.2
+    gap_medium_s: float = 1.0
+    gap_extended_s: float = 0.0  #: 0 = resume_window_s from welcome + 1 s
+    gap_weights: str = "6,3,1"  #: brief, medium, extended
+    pushes_while_away: int = 2
+
+    @classmethod
+    def from_environment(cls, environment) -> Settings:
+        """The settings of a run; one shared instance per environment and parsed options."""
+        parsed = getattr(environment, "parsed_options", None)
+        cached = getattr(environment, "_agentws_settings", None)
+        if cached is not None and cached[0] is parsed:
+            return cached[1]
+        settings = cls._from_options(parsed)
+        environment._agentws_settings = (parsed, settings)
+        return settings
+
+    @classmethod
+    def _from_options(cls, parsed) -> Settings:
+        if parsed is None:
+            return cls()
+        values = {}
+        for f in fields(cls):
+            value = getattr(parsed, f.name, None)
+            if value is not None:
+                values[f.name] = value
+        return cls(**values)
+
+    def header_dict(self) -> dict[str, str]:
+        pairs = (h.partition(":") for h in self.ws_headers.split(";") if h.strip())
+        return {name.strip(): value.strip() for name, _, value in pairs}
+
+    def subprotocol_list(self) -> list[str]:
+        return [p.strip() for p in self.ws_subprotocols.split(",") if p.strip()]
+
+    def gap_weight_list(self) -> list[float]:
+        weights = [float(w) for w in self.gap_weights.split(",")]
+        return (weights + [0.0, 0.0, 0.0])[:3]
+
+
+def _flag(text: str) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    d = Settings()
+
+    def arg(name: str, type_, help_: str, **kw) -> None:
+        dest = name.removeprefix("--").replace("-", "_")
+        parser.add_argument(name, type=type_, default=getattr(d, dest), help=help_, include_in_web_ui=True, **kw)
+
+    arg("--ws-path", str, "path of the WebSocket endpoint on the host")
+    arg("--token-url", str, "token endpoint (default: host + /auth/token)")
+    arg("--token-ttl-s", float, "lifetime asked for each token")
+    arg("--admin-token", str, "bearer token for /admin/notify", is_secret=True)
+    arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")
+    arg("--ws-subprotocols", str, "subprotocols to offer, comma-separated")
+    arg("--tls-verify", _flag, "verify the server certificate for wss")
+    arg("--connect-timeout-s", float, "bound on TCP connect + upgrade + welcome")
+    arg("--reply-timeout-s", float, "bound on waiting for hb_ack, refreshed, history, accepted")
+    arg("--max-retries", int, "reconnect attempts before a user gives up on a disconnect")
+    arg("--backoff-base-ms", float, "full-jitter backoff base")
+    arg("--backoff-cap-ms", float, "full-jitter backoff cap")
+    arg("--flap-connected-ms", float, "FlappingUser: time connected per cycle")
+    arg("--flap-disconnected-ms", float, "FlappingUser: time disconnected per cycle")
+    arg("--flap-jitter", float, "FlappingUser: +/- fraction applied to both times")
+    arg("--flap-new-session", _flag, "FlappingUser: start a new session each cycle instead of resuming")
+    arg("--flap-abrupt-share", float, "FlappingUser: share of cycles that cut TCP without a close frame")
+    arg("--flap-cycles", int, "FlappingUser: cycles per user, then it stops (0 = until the run ends)")
+    arg("--hb-interval-ms", float, "HeartbeatUser: heartbeat interval (0 = the backend's from welcome)")
+    arg("--zombie-max-wait-s", float, "ZombieUser: give up waiting for the reap after this long")
+    arg("--refresh-ahead-s", float, "TokenRefreshUser: refresh this long before the token expires")
+    arg("--refresh-expire-share", float, "TokenRefreshUser: share of users that let their token expire")
+    arg("--turns-per-connection", int, "ConversationUser: turns before it drops the connection")
+    arg("--drop-mid-stream-share", float, "ConversationUser: share of drops made in the middle of a reply")
+    arg("--gap-brief-s", float, "ConversationUser: brief disconnection")
+    arg("--gap-medium-s", float, "ConversationUser: medium disconnection")
+    arg("--gap-extended-s", float, "ConversationUser: extended disconnection (0 = past the resume window)")
+    arg("--gap-weights", str, "ConversationUser: weights of brief,medium,extended gaps")
+    arg("--pushes-while-away", int, "ConversationUser: notifications pushed while disconnected")
