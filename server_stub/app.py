@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 
@@ -69,7 +70,21 @@ async def drain(backend: Backend) -> None:
             transport.abort()
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context for ``--tls-cert``/``--tls-key``; None serves plain http/ws."""
+    if not config.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    return ctx
+
+
 async def serve(config: Config, announce=print) -> int:
+    try:
+        tls = tls_context(config)
+    except (OSError, ssl.SSLError) as exc:  # readable but not a matching PEM pair
+        print(f"server_stub: cannot load --tls-cert/--tls-key: {exc}", file=sys.stderr)
+        return 2
     store = open_store(config.store)
     try:
         loaded = await store.open(config.jwt_secret)
@@ -77,7 +92,9 @@ async def serve(config: Config, announce=print) -> int:
         print(f"server_stub: cannot open store {config.store}: {exc}", file=sys.stderr)
         return 2
     registry = Registry(loaded.epoch, config.resume_window_s, config.outbox_limit)
-    for snap in sorted(loaded.sessions, key=lambda s: s["detached_at"] or 0):
+    # adopt() keeps `detached` in expiry order: sessions attached at a crash (detached_at None) start
+    # their window now, so they go last, or they would hold up the expiry of every older one.
+    for snap in sorted(loaded.sessions, key=lambda s: s["detached_at"] or float("inf")):
         registry.adopt(Session.restore(snap, config.outbox_limit))
     backend = Backend(config, registry, TokenIssuer(loaded.secret))
     for session in registry.sessions.values():
@@ -85,7 +102,7 @@ async def serve(config: Config, announce=print) -> int:
 
     runner = web.AppRunner(build_app(backend), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=4096)
+    site = web.TCPSite(runner, config.host, config.port, backlog=4096, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -93,14 +110,19 @@ async def serve(config: Config, announce=print) -> int:
         await runner.cleanup()
         await store.close()
         return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the announcement: a parent may signal right after it
+        loop.add_signal_handler(sig, stop.set)
     host, port = site._server.sockets[0].getsockname()[:2]
-    base = f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    base = f"{scheme}://{host}:{port}"
     announce(
         json.dumps(
             {
                 "event": "listening",
                 "url": base,
-                "ws_url": f"ws://{host}:{port}{WS_PATH}",
+                "ws_url": f"{'wss' if tls else 'ws'}://{host}:{port}{WS_PATH}",
                 "pid": backend.stats()["pid"],
                 "epoch": registry.epoch,
                 "store": store.name,
@@ -111,10 +133,6 @@ async def serve(config: Config, announce=print) -> int:
     )
     sys.stdout.flush()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     keeper = asyncio.create_task(housekeeping(backend, store))
     await stop.wait()
 

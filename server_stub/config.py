@@ -48,6 +48,12 @@ class Config:
     faults: frozenset[Fault] = frozenset()
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     jwt_secret: str | None = field(default=None, repr=False)  #: None: from the store, else generated
+    tls_cert: str | None = None  #: PEM certificate (chain); with tls_key the backend serves https/wss
+    tls_key: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def idle_timeout(self) -> int:
@@ -101,6 +107,16 @@ def _store(text: str) -> str:
     if text.startswith("sqlite:") and len(text) > len("sqlite:"):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not sqlite:PATH, memory or redis://HOST:PORT[/DB]")
+
+
+def _readable_file(text: str) -> str:
+    """A file that can be opened now: a typo should fail at the command line, not at the first handshake."""
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {exc.strerror or exc}") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,11 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--admin-token", default=None, help=f"bearer token for /admin/* (default: ${ADMIN_TOKEN_ENV}, else generated)"
     )
+    ap.add_argument(
+        "--tls-cert", type=_readable_file, default=None, metavar="PATH", help="PEM certificate: serve https and wss"
+    )
+    ap.add_argument(
+        "--tls-key", type=_readable_file, default=None, metavar="PATH", help="PEM private key of --tls-cert"
+    )
     return ap
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        ap.error("--tls-cert and --tls-key must be given together")
     admin = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(24)
     return Config(
         host=args.host,
@@ -187,4 +212,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
         faults=frozenset(Fault(f) for f in args.fault),
         admin_token=admin,
         jwt_secret=os.environ.get(JWT_SECRET_ENV) or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )

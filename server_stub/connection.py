@@ -255,9 +255,12 @@ class Connection:
             await self._attach(session, resumed=reason is None, reason=reason, last_seq=last_seq)
 
     async def _attach(self, session: Session, *, resumed: bool, reason: NewSessionReason | None, last_seq: int) -> None:
-        if self.closing:  # the socket went away while the resume waited
-            return
         registry = self.backend.registry
+        if self.closing:  # the socket went away while the resume waited
+            if session.conn is None:  # leave it detached and on the clock, never orphaned
+                registry.attach(session, self)
+                registry.detach(session, self)
+            return
         self.session = session
         self._backlog = []
         previous = registry.attach(session, self)
@@ -279,11 +282,12 @@ class Connection:
         }
         if reason is not None:
             welcome["reason"] = reason
+        through, replay = session.head_seq, session.outbox.after(last_seq) if resumed else ()
         await self.send(encode(welcome))
-        if resumed:
-            for text in session.outbox.after(last_seq):
+        if resumed:  # frames pushed meanwhile wait in the backlog: they come after `replayed`
+            for text in replay:
                 await self.send(text)
-            await self.send(encode({"t": T.REPLAYED, "through": session.head_seq}))
+            await self.send(encode({"t": T.REPLAYED, "through": through}))
         while self._backlog:
             await self.send(self._backlog.pop(0))
         self._backlog = None
@@ -293,7 +297,9 @@ class Connection:
         cid = _str(frame, "cid", max_len=MAX_CID_CHARS)
         text = frame.get("text")
         if type(text) is not str or len(text) > MAX_TEXT_CHARS:
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"msg.text must be a string of at most {MAX_TEXT_CHARS} characters")
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD, f"msg.text must be a string of at most {MAX_TEXT_CHARS} characters"
+            )
         original = self.session.cids.get(cid)
         if original is not None:
             await self.send(original)  # idempotent: the same `accepted`, no second turn

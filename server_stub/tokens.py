@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class TokenIssuer:
 
     def issue(self, sub: str, ttl_s: float) -> tuple[str, float]:
         now = time.time()
-        exp = now + ttl_s
+        exp = math.ceil(now + ttl_s)  # PyJWT truncates a float exp: it would expire up to 1 s early
         claims = {"sub": sub, "iat": int(now), "exp": exp, "jti": secrets.token_hex(8)}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), exp
 
