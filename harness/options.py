@@ -17,6 +17,8 @@ import psutil
 from server_stub.config import _rate_limit, _store
 from server_stub.faults import Fault
 
+from .recorder import BUFFER_MAX
+
 #: ``--stub-X`` option -> the backend's ``--X`` option, with its value parser.
 STUB_PASSTHROUGH = {
     "stub_resume_window": ("--resume-window", float),
@@ -82,6 +84,8 @@ _PARSER = None
 
 def add_arguments(parser) -> None:
     """Listener of ``init_command_line_parser``: every harness option."""
+    global _PARSER
+    _PARSER = parser  # Locust builds a parser more than once (the web UI re-parses): keep the latest
     # On the parser itself, not a group: only its add_argument knows include_in_web_ui / is_secret / is_multiple.
     g = parser
     g.add_argument("--run-dir", default="runs", help="root of the run directories (runs/<run-id>/, runs/latest)")
@@ -102,6 +106,15 @@ def add_arguments(parser) -> None:
     )
     g.add_argument(
         "--no-record", action="store_true", default=False, help="do not record protocol events (benchmark baseline)"
+    )
+    g.add_argument(
+        "--record-buffer-max",
+        type=_number(int),
+        default=BUFFER_MAX,
+        metavar="N",
+        # Not in the web UI: it bounds a worker's memory, a start-up decision; the tests lower it to force overflow.
+        include_in_web_ui=False,
+        help="protocol events a worker buffers for the master; beyond this they are counted undelivered",
     )
     g.add_argument(
         "--verdicts", action="store_true", default=False, help="run the analysis at the end; exit with its code"

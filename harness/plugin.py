@@ -52,6 +52,7 @@ class Run:
         self.csv_export: exports.CsvExport | None = None
         self.closed = False
         self.max_users: dict[str, int] = {}
+        self.secrets: dict[str, str] = {}
 
     # -- opening ------------------------------------------------------------------
     def open(self) -> Run:
@@ -78,6 +79,9 @@ class Run:
         env.events.test_stopping.add_listener(self._on_users)
         env.events.quitting.add_listener(self._on_quitting)
         self.dir.save()
+        # The web UI shows secrets blank (see _mask_web_ui_secrets), so its form posts them back blank:
+        # remember the real values to put back at test start.
+        self.secrets = {a.dest: v for a in _secret_actions() if (v := getattr(opts, a.dest, None))}
         logger.info("run directory %s", self.dir.path)
         return self
 
@@ -126,6 +130,10 @@ class Run:
 
     # -- during the run ---------------------------------------------------------------
     def _on_test_start(self, environment, **_) -> None:
+        # Fires before the master sends the spawn message (which carries the options to the workers).
+        for dest, value in self.secrets.items():
+            if getattr(self.options, dest, None) in ("", None):
+                setattr(self.options, dest, value)
         self.dir.meta.setdefault("test_starts_utc", []).append(time.time())
         self.dir.meta["host"] = environment.host
         self.dir.save()
@@ -206,8 +214,27 @@ def _on_parser(parser, **_) -> None:
     options.add_arguments(parser)
 
 
+def _secret_actions() -> list:
+    parser = options._PARSER
+    return [a for a in (parser._actions if parser else []) if getattr(a, "is_secret", False)]
+
+
+def _mask_web_ui_secrets(web_ui) -> None:
+    """Blank ``is_secret`` options in the page's data: Locust renders their values in clear into the HTML
+    (a password input only hides them on screen). Run._on_test_start puts the real value back."""
+    update = web_ui.update_template_args
+
+    def update_masked() -> None:
+        update()
+        for spec in web_ui.template_args.get("extra_options", {}).values():
+            if spec.get("is_secret"):
+                spec["default_value"] = ""
+
+    web_ui.update_template_args = update_masked
+
+
 @events.init.add_listener
-def _on_init(environment, runner, **_) -> None:
+def _on_init(environment, runner, web_ui=None, **_) -> None:
     global current
     opts = environment.parsed_options
     if opts is None or not hasattr(opts, "run_dir"):
@@ -215,6 +242,8 @@ def _on_init(environment, runner, **_) -> None:
     if isinstance(runner, WorkerRunner):
         _setup_worker(environment, opts)
         return
+    if web_ui is not None:
+        _mask_web_ui_secrets(web_ui)
     try:
         current = Run(environment).open()
     except options.OptionError as e:

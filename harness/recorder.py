@@ -17,6 +17,14 @@ never dropped silently: every one is either in ``events.csv`` or counted in
 ``undelivered`` (reported to the master and into ``meta.json``); a worker that
 never sent its final batch is listed as not flushed.
 
+A lost master: Locust's RPC send does not fail when the master is gone (ZeroMQ
+queues the message), so a worker judges the master by its heartbeat replies
+(one a second). After :data:`MASTER_SILENT_S` without one it stops sending and
+keeps buffering (up to ``--record-buffer-max``, beyond that it counts); if it
+quits while the master is still silent, the buffer and every batch sent since
+the master's last heartbeat count as undelivered (an upper bound: some may have
+arrived), and its log says so, since no ``meta.json`` will be closed.
+
 Stop ordering: a worker's ``test_stop`` fires after its users are gone, so the
 batch it sends then is complete. On quit the master's runner stops reading
 messages 0.5 s after telling the workers to quit, which is too tight to rely on;
@@ -30,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import gevent
@@ -44,7 +53,8 @@ logger = logging.getLogger(__name__)
 MESSAGE = "harness_events"
 BATCH_MAX = 2_000  #: events per message
 BATCH_INTERVAL_S = 0.5  #: a worker sends what it has at least this often
-BUFFER_MAX = 200_000  #: events a worker holds while the master is unreachable; beyond this they are counted lost
+BUFFER_MAX = 200_000  #: default ``--record-buffer-max``: events a worker holds; beyond this they are counted lost
+MASTER_SILENT_S = 5.0  #: no heartbeat reply from the master for this long: it is treated as unreachable
 DRAIN_TIMEOUT_S = 10.0  #: how long the master waits for the workers' final batches at quit
 
 
@@ -70,8 +80,11 @@ class WorkerRecorder:
     def __init__(self, environment) -> None:
         self.environment = environment
         self.buffer: list = []
+        self.buffer_max = BUFFER_MAX
         self.emitted = 0
+        self.sent = 0  #: events handed to Locust's RPC without an error (delivered unless the master died)
         self.undelivered = 0
+        self.in_flight: deque[tuple[float, int]] = deque()  #: (sent at, events) since the master's last heartbeat
         self.pid = os.getpid()
         self.listening = False
         environment.events.test_start.add_listener(self._on_test_start)
@@ -82,7 +95,9 @@ class WorkerRecorder:
     def _on_test_start(self, environment, **_) -> None:
         # --no-record may come from the master (Locust copies custom options in its spawn message),
         # so it is read here, not at init; off means no listener at all (the benchmark's baseline).
-        record = not getattr(environment.parsed_options, "no_record", False)
+        opts = environment.parsed_options
+        record = not getattr(opts, "no_record", False)
+        self.buffer_max = getattr(opts, "record_buffer_max", None) or BUFFER_MAX
         hook = protocol_events(environment)
         if record and not self.listening:
             hook.add_listener(self._on_event)
@@ -92,12 +107,19 @@ class WorkerRecorder:
 
     def _on_event(self, event, **_) -> None:
         self.emitted += 1
-        if len(self.buffer) >= BUFFER_MAX:
+        if len(self.buffer) >= self.buffer_max:
             self.undelivered += 1
             return
         self.buffer.append(event)
         if len(self.buffer) >= BATCH_MAX:
             self.send()
+
+    def _last_heartbeat(self) -> float | None:
+        return getattr(self.environment.runner, "last_heartbeat_timestamp", None)
+
+    def master_silent(self) -> bool:
+        last = self._last_heartbeat()
+        return last is not None and time.time() - last > MASTER_SILENT_S
 
     def _send_loop(self) -> None:
         while True:
@@ -110,13 +132,37 @@ class WorkerRecorder:
 
     def _on_quitting(self, **_) -> None:
         self._loop.kill(block=False)
-        if self.buffer:
+        if self.master_silent():
+            # Nothing more can reach the master: what is buffered is lost, and so (perhaps) is
+            # what went out after its last heartbeat, which ZeroMQ accepted without complaint.
+            self._drop_in_flight()
+            self.undelivered += len(self.buffer)
+            self.buffer = []
+            logger.warning(
+                "the master has been silent for over %.0f s: events buffered or sent since its last heartbeat"
+                " count as undelivered",
+                MASTER_SILENT_S,
+            )
+        elif self.buffer:
             self.send(final=True)
-        if self.undelivered:
-            logger.warning("%d protocol events could not be delivered to the master", self.undelivered)
+        # Always logged: when the master is gone this line is the only record of the worker's events.
+        log = logger.warning if self.undelivered else logger.info
+        log("protocol events: emitted %d, sent %d, undelivered %d", self.emitted, self.sent, self.undelivered)
+
+    def _drop_in_flight(self) -> None:
+        last = self._last_heartbeat() or 0.0
+        lost = sum(n for at, n in self.in_flight if at >= last)
+        self.sent -= lost
+        self.undelivered += lost
+        self.in_flight.clear()
 
     def send(self, final: bool = False) -> None:
         """Send everything buffered, in batches; ``final`` marks the last one (sent even when empty)."""
+        if self.master_silent():
+            return  # keep buffering (bounded) rather than feed a queue nobody reads
+        last_hb = self._last_heartbeat() or 0.0
+        while self.in_flight and self.in_flight[0][0] < last_hb:
+            self.in_flight.popleft()  # the master answered a heartbeat after these: it was alive to read them
         while True:
             batch, self.buffer = self.buffer[:BATCH_MAX], self.buffer[BATCH_MAX:]
             last = not self.buffer
@@ -132,6 +178,10 @@ class WorkerRecorder:
             except Exception as e:  # an RPC failure must not kill a user greenlet; count what is lost
                 self.undelivered += len(batch)
                 logger.warning("could not send %d protocol events to the master: %s", len(batch), e)
+            else:
+                self.sent += len(batch)
+                if batch:
+                    self.in_flight.append((time.time(), len(batch)))
             if last:
                 return
 
@@ -213,7 +263,7 @@ class MasterRecorder:
     def summary(self) -> dict:
         return {
             "events_received": sum(t.received for t in self.tallies.values()),
-            "events_undelivered": {w: t.undelivered for w, t in self.tallies.items()},
+            "events_undelivered": sum(t.undelivered for t in self.tallies.values()),
             "per_worker": {
                 w: {"received": t.received, "emitted": t.emitted, "undelivered": t.undelivered, "pid": t.pid}
                 for w, t in self.tallies.items()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 import urllib.parse
@@ -17,6 +19,7 @@ from tests.locustfiles.harness_runs import (
     meta,
     only_run,
     run_locust,
+    secret_digest,
     start_locust,
     wait_for,
 )
@@ -41,13 +44,16 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
     log = tmp_path / "locust.log"
     web = f"http://127.0.0.1:{port}"
     proc = start_locust(
-        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root), log=log
-    )
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root),
+        "--test-secret", "s3cret",
+        log=log,
+    )  # fmt: skip
     try:
         wait_for(lambda: _up(web + "/"), 20, "the web UI")
         run = only_run(root)
         host = meta(run)["host"]
-        _post(web + "/swarm", {"user_count": 4, "spawn_rate": 4, "host": host})
+        # The page shows the secret blank, so the browser's form posts it back blank: the CLI value must survive.
+        _post(web + "/swarm", {"user_count": 4, "spawn_rate": 4, "host": host, "test_secret": ""})
         time.sleep(3)
         _post(web + "/stop")
         wait_for(lambda: meta(run).get("user_classes") is not None, 5, "meta")
@@ -60,7 +66,8 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
     m = meta(run)
     assert m["complete"] and m["exit_reason"] == "stopped, then quit"
     assert m["user_classes"] == {"EventUser": 4} and m["host"] == host
-    check_events(run)
+    rows = check_events(run)
+    assert {r["agent"] for r in rows if r["kind"] == "connect"} == {secret_digest("s3cret")}
     check_exports(run)
 
 
@@ -113,3 +120,53 @@ def test_verdicts_with_a_missing_analyser_fail_the_run(tmp_path):
         log=log,
     )  # fmt: skip
     assert code == 2 and "not found" in log.read_text()
+
+
+def _web_ui_options() -> set[str]:
+    """Every harness and users option meant for the web UI, from the same add_argument calls Locust makes."""
+    from locust import argument_parser
+
+    from harness import options as harness_options
+    from users import options as users_options
+
+    parser = argument_parser.get_empty_argument_parser()
+    before = {a.dest for a in parser._actions}
+    harness_options.add_arguments(parser)
+    users_options._add_arguments(parser)
+    added = [a for a in parser._actions if a.dest not in before]
+    assert "record_buffer_max" in {a.dest for a in added}  # a real option, just not in the UI
+    return {a.dest for a in added if a.include_in_web_ui}
+
+
+def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
+    root, port = tmp_path / "runs", free_port()
+    log = tmp_path / "locust.log"
+    secret = "not-for-the-page-9c1f"
+    web = f"http://127.0.0.1:{port}"
+    proc = start_locust(
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root),
+        "--admin-token", secret,
+        log=log, locustfile="locustfile.py",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        with urllib.request.urlopen(web + "/", timeout=10) as r:
+            page = r.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Locust 2.47 puts its template data into the page as `window.templateArgs = {...}` (webui/dist/index.html).
+    found = re.search(r"window\.templateArgs\s*=\s*(\{.*?\})\s*(?:;|\n|</script>)", page, re.S)
+    assert found, page[:2000]
+    extra = json.loads(found.group(1))["extra_options"]
+    expected = _web_ui_options()
+    assert expected <= set(extra), sorted(expected - set(extra))
+    assert {"run_dir", "stub_fault", "ws_path", "gap_weights"} <= expected and "record_buffer_max" not in extra
+    assert extra["admin_token"]["is_secret"] and extra["admin_token"]["default_value"] == ""
+    assert secret not in page
+    run = only_run(root)
+    m = meta(run)
+    assert m["complete"] and m["exit_reason"] == "stopped, then quit"
+    assert secret not in (run / "meta.json").read_text()

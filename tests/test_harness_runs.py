@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
+from harness.recorder import MASTER_SILENT_S
 from tests.locustfiles.harness_runs import (
+    check_event_accounting,
     check_events,
     check_exports,
     free_port,
@@ -15,6 +18,7 @@ from tests.locustfiles.harness_runs import (
     read_csv,
     run_locust,
     sample_sources,
+    secret_digest,
     start_locust,
     wait_for,
 )
@@ -53,6 +57,7 @@ def test_master_and_two_workers(tmp_path):
     master = start_locust(
         "--headless", "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
         "--master-bind-port", str(port), "-u", "4", "-r", "4", "--run-time", "5", "--run-dir", str(root),
+        "--test-secret", "w",
         log=log,
     )  # fmt: skip
     workers = [
@@ -73,6 +78,7 @@ def test_master_and_two_workers(tmp_path):
     rows = check_events(run)
     assert {r["worker"] for r in rows} == set(m["workers"])
     assert {r["detail"] for r in rows if r["kind"] == "connect"} == {m["host"]}
+    assert {r["agent"] for r in rows if r["kind"] == "connect"} == {secret_digest("w")}  # options reach workers
     assert {f"worker:{w}" for w in m["workers"]} <= set(sample_sources(run))
 
 
@@ -144,3 +150,59 @@ def test_embedded_backend_restart_is_recorded(tmp_path):
     assert backend["pids"] == [restart["old_pid"], restart["new_pid"]]
     pids = {r["pid"] for r in sample_sources(run)["backend"]}
     assert {str(restart["old_pid"]), str(restart["new_pid"])} <= pids  # telemetry followed the new process
+
+
+def test_worker_buffer_overflow_is_counted_not_dropped(tmp_path):
+    # A bound of 5 with bursts of 10 events and a send every 0.5 s: most events overflow, by design.
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "4", "-r", "4", "--run-time", "3", "--processes", "2", "--run-dir", str(root),
+        "--record-buffer-max", "5",
+        log=log,
+    )  # fmt: skip
+    assert code == 0, log.read_text()[-3000:]
+    run = only_run(root)
+    rec = check_event_accounting(run)
+    assert rec["events_undelivered"] > 0
+    assert all(t["undelivered"] > 0 and t["received"] > 0 for t in rec["per_worker"].values()), rec
+
+
+def test_record_buffer_max_is_validated(tmp_path):
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "1", "-r", "1", "--run-time", "2", "--run-dir", str(tmp_path / "runs"),
+        "--record-buffer-max", "0",
+        log=log, timeout=30,
+    )  # fmt: skip
+    assert code == 2 and "--record-buffer-max" in log.read_text()
+
+
+def test_master_killed_mid_run_the_worker_logs_what_it_could_not_deliver(tmp_path):
+    root, port = tmp_path / "runs", free_port()
+    master = start_locust(
+        "--headless", "--master", "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", str(port), "-u", "2", "-r", "2", "--run-time", "60", "--run-dir", str(root),
+        log=tmp_path / "master.log",
+    )  # fmt: skip
+    wlog = tmp_path / "worker.log"
+    worker = start_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port), log=wlog)
+    try:
+        wait_for(lambda: (root / "latest" / "events.csv").exists(), 20, "the run directory")
+        wait_for(lambda: (root / "latest" / "events.csv").stat().st_size > 5_000, 20, "events on disk")
+        time.sleep(3)  # a few heartbeats after the first batches, so some are known to have arrived
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait(10)
+        time.sleep(MASTER_SILENT_S + 1.5)  # the worker notices the silence (Locust itself waits 60 s)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    finally:
+        for p in (master, worker):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    out = wlog.read_text()
+    found = re.search(r"protocol events: emitted (\d+), sent (\d+), undelivered (\d+)", out)
+    assert found, out[-3000:]
+    emitted, sent, undelivered = map(int, found.groups())
+    assert emitted == sent + undelivered and undelivered > 0 and sent > 0, found.group(0)
+    assert meta(only_run(root))["complete"] is False  # the master never closed it: the log is the record

@@ -9,14 +9,21 @@ user's seq values must run 1..n without a gap.
 import os
 import uuid
 
-from locust import User, constant, task
+from locust import User, constant, events, task
 
 import harness  # noqa: F401  (the plugin under test)
 from agentws.events import Kind
+from tests.locustfiles.harness_runs import secret_digest
 from users.recording import emit
 
 EVENTS_PER_TASK = int(os.environ.get("HARNESS_TEST_EVENTS_PER_TASK", "10"))
 WAIT_S = float(os.environ.get("HARNESS_TEST_WAIT_S", "0.05"))
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    # A secret like the users' --admin-token: the tests check it reaches the users however the run is started.
+    parser.add_argument("--test-secret", default="", is_secret=True, help="a secret the users report by digest")
 
 
 class EventUser(User):
@@ -25,8 +32,10 @@ class EventUser(User):
     def on_start(self) -> None:
         self.uid = uuid.uuid4().hex[:12]
         self.seq = 0
-        # One connect event naming the host this user was aimed at (the test checks workers got it).
-        emit(self.environment, Kind.CONNECT, user=self.uid, detail=self.host or "")
+        # One connect event naming the host this user was aimed at (the test checks workers got it),
+        # with the digest of --test-secret as its agent (never the secret itself).
+        secret = getattr(self.environment.parsed_options, "test_secret", "") or ""
+        emit(self.environment, Kind.CONNECT, user=self.uid, agent=secret_digest(secret), detail=self.host or "")
 
     @task
     def burst(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = "tests/locustfiles/events_locustfile.py"
 LOCUST = [sys.executable, "-m", "locust"]
 EVENTS_PER_TASK = 10
+
+
+def secret_digest(secret: str) -> str:
+    """What EventUser reports of --test-secret: enough to compare, not the secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else ""
 
 
 def free_port() -> int:
@@ -117,3 +123,19 @@ def sample_sources(run: Path) -> dict[str, list[dict]]:
     for r in read_csv(run / "samples.csv"):
         by_source[r["source"]].append(r)
     return by_source
+
+
+def check_event_accounting(run: Path) -> dict:
+    """Every event a worker emitted is either in events.csv or counted undelivered: exactly, per worker."""
+    m = meta(run)
+    rec = m["recording"]
+    rows = read_csv(run / "events.csv")
+    assert len(rows) == rec["events_received"] == m["rows"]["events"]
+    assert rec["workers_not_flushed"] == []
+    per_worker = rec["per_worker"]
+    assert set(per_worker) == set(m["workers"])
+    for w, t in per_worker.items():
+        assert t["emitted"] == t["received"] + t["undelivered"], (w, t)
+        assert sum(r["worker"] == w for r in rows) == t["received"], w
+    assert rec["events_undelivered"] == sum(t["undelivered"] for t in per_worker.values())
+    return rec
