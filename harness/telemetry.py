@@ -18,6 +18,7 @@ blanks with its pid, noted once in :attr:`Telemetry.notes`, and sampling goes on
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -28,6 +29,9 @@ from urllib.parse import urlsplit
 
 import gevent
 import psutil
+
+from users.options import Settings
+from users.transport import shared_ssl_context
 
 from .rundir import CsvSink
 
@@ -166,7 +170,7 @@ class Telemetry:
                 row = self._metrics_row(ts, host)
             else:
                 return (ts, "backend", "", "", "", "", "", "", "")
-        except (psutil.Error, OSError, ValueError) as e:
+        except (psutil.Error, OSError, ValueError, http.client.HTTPException) as e:  # a non-HTTP answer too
             self._procs.pop(pid, None) if pid else None
             self._backend_state(False, ts, pid, e)
             return (ts, "backend", pid or "", "", "", "", "", "", "")
@@ -174,7 +178,7 @@ class Telemetry:
         return row
 
     def _metrics_row(self, ts: float, host: str) -> tuple:
-        with urllib.request.urlopen(f"{http_base(host)}/metrics", timeout=min(2.0, self.interval)) as r:
+        with self._get(f"{http_base(host)}/metrics") as r:
             m = parse_metrics(r.read().decode())
         cpu = ""
         if "process_cpu_seconds_total" in m:
@@ -187,6 +191,15 @@ class Telemetry:
             return int(m[name]) if name in m else ""
 
         return (ts, "backend", "", get("process_resident_memory_bytes"), cpu, get("process_open_fds"), "", "", "")
+
+    def _get(self, url: str):
+        """GET with the users' TLS settings: an https backend the users trust (``--ca-file``) is
+        trusted here too, through the process's one shared context rather than a new one per poll."""
+        context = None
+        if url.startswith("https://"):
+            settings = Settings.from_environment(self.environment)
+            context = shared_ssl_context(settings.tls_verify, settings.ca_file)
+        return urllib.request.urlopen(url, timeout=min(2.0, self.interval), context=context)
 
     def _backend_state(self, up: bool, ts: float, pid, error) -> None:
         if up != self._backend_up:
@@ -219,7 +232,7 @@ class Telemetry:
 
     def _poll_stats(self, ts: float, host: str) -> None:
         try:
-            with urllib.request.urlopen(f"{http_base(host)}/stats", timeout=min(2.0, self.interval)) as r:
+            with self._get(f"{http_base(host)}/stats") as r:
                 stats = json.load(r)
             error = ""
         except Exception as e:  # any failure is a row, never a crash

@@ -13,12 +13,14 @@ import os
 import secrets
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config import ADMIN_TOKEN_ENV, JWT_SECRET_ENV
 
@@ -30,10 +32,23 @@ class StubError(RuntimeError):
 
 
 class StubProcess:
-    """A ``python -m server_stub`` child. ``args`` are its command-line options."""
+    """A ``python -m server_stub`` child. ``args`` are its command-line options.
 
-    def __init__(self, *args: str, python: str = sys.executable, log_path: str | os.PathLike | None = None) -> None:
+    With ``--tls-cert``/``--tls-key`` among them it serves https/wss; ``cafile``
+    (typically that same self-signed certificate) is what :meth:`stats` and
+    :meth:`token` trust then.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        python: str = sys.executable,
+        log_path: str | os.PathLike | None = None,
+        cafile: str | os.PathLike | None = None,
+    ) -> None:
         self.args = list(args)
+        self.cafile = str(cafile) if cafile else None
+        self._ssl: ssl.SSLContext | None = None
         self.python = python
         self.admin_token = secrets.token_urlsafe(18)
         self.jwt_secret = secrets.token_urlsafe(32)
@@ -73,7 +88,7 @@ class StubProcess:
             raise StubError(
                 f"server_stub printed {line!r} instead of its listening line; log: {self.log_path}"
             ) from None
-        self.port = int(self.info["url"].rsplit(":", 1)[1])
+        self.port = urlsplit(self.info["url"]).port  # http:// or https://
         return self
 
     def _read_line(self, timeout: float) -> str:
@@ -156,8 +171,17 @@ class StubProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For https: a client context trusting ``cafile`` (else the system's CAs), built once."""
+        if not self.url.startswith("https://"):
+            return None
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self.cafile)
+        return self._ssl
+
     def stats(self, timeout: float = 5.0) -> dict:
-        with urllib.request.urlopen(f"{self.url}/stats", timeout=timeout) as r:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=timeout, context=self.ssl_context) as r:
             return json.load(r)
 
     def token(self, user: str, ttl_s: float | None = None, timeout: float = 5.0) -> str:
@@ -165,7 +189,7 @@ class StubProcess:
         req = urllib.request.Request(
             f"{self.url}/auth/token", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as r:
             return json.load(r)["token"]
 
 

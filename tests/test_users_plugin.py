@@ -37,6 +37,25 @@ def _open_sockets_to(port: int) -> int:
     return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port)
 
 
+def _count_ssl_contexts() -> list[int]:
+    """Count every SSLContext built from now on (the users must share one per process).
+
+    gevent's SSLContext subclasses the stdlib's, so wrapping the stdlib class's
+    ``__new__`` sees contexts built by the users, urllib and anything else.
+    """
+    import ssl
+
+    base = next(c for c in ssl.SSLContext.__mro__ if c.__module__ == "ssl")
+    original, created = base.__new__, [0]
+
+    def counting_new(cls, *args, **kwargs):
+        created[0] += 1
+        return original(cls, *args, **kwargs)
+
+    base.__new__ = staticmethod(counting_new)
+    return created
+
+
 def _install(path: str) -> None:
     from urllib.parse import urlsplit
 
@@ -45,6 +64,7 @@ def _install(path: str) -> None:
     from users.recording import protocol_events
 
     out = open(path, "w", buffering=1)
+    ssl_contexts = _count_ssl_contexts()
 
     def write(row_type: str, **row) -> None:
         out.write(json.dumps({"type": row_type, **row}, default=str) + "\n")
@@ -68,7 +88,11 @@ def _install(path: str) -> None:
         gevent.sleep(0.2)  # let killed users' sockets finish closing
         port = urlsplit(environment.host or "").port or 0
         write(
-            "end", greenlets=_live_greenlets(), sockets=_open_sockets_to(port), user_count=environment.runner.user_count
+            "end",
+            greenlets=_live_greenlets(),
+            sockets=_open_sockets_to(port),
+            user_count=environment.runner.user_count,
+            ssl_contexts=ssl_contexts[0],
         )
         out.close()
 

@@ -66,6 +66,8 @@ class AgentUser(User):
         ok = self.client.recover(since, planned=planned)
         if not ok:
             self.pause()
+        else:
+            self._pauses = 0
         return ok
 
     def now(self) -> float:

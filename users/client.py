@@ -56,7 +56,8 @@ class AgentClient:
         self.hb_sent: dict[int, float] = {}
         self._ids = itertools.count(1)
         self._last_ack = 0.0
-        self._ssl = shared_ssl_context(self.settings.tls_verify) if self.ws_url.startswith("wss") else None
+        secure = self.ws_url.startswith("wss") or self.token_url.startswith("https")
+        self.ssl = shared_ssl_context(self.settings.tls_verify, self.settings.ca_file) if secure else None
 
     # -- recording ----------------------------------------------------------------
     def record(self, kind: Kind, ok: bool = True, **fields) -> None:
@@ -82,7 +83,7 @@ class AgentClient:
     def fetch_token(self, ttl_s: float | None = None) -> tuple[str, float] | None:
         """A fresh token and its expiry (wall clock) from the token endpoint; None (recorded) on failure."""
         ttl = ttl_s or self.token_ttl_s
-        result = fetch_token(self.token_url, self.user_id, ttl, self.settings.connect_timeout_s)
+        result = fetch_token(self.token_url, self.user_id, ttl, self.settings.connect_timeout_s, self.ssl)
         if not result.ok:
             self.record(Kind.ERROR, False, code="token", detail=f"token request failed: {result.error}")
             return None
@@ -118,7 +119,7 @@ class AgentClient:
                 timeout=s.connect_timeout_s,
                 headers=s.header_dict(),
                 subprotocols=s.subprotocol_list(),
-                ssl_context=self._ssl,
+                ssl_context=self.ssl,
             )
         except ConnectError as err:
             self.record(Kind.CONNECT, False, code=err.status or "", detail=str(err))
@@ -251,8 +252,14 @@ class AgentClient:
             self.refresh_required_at = monotonic()
             self.record(Kind.REFRESH_REQUIRED, True, latency_ms=None, detail="grace given")
         elif t == T.ERROR:
+            # the server's wait goes in latency_ms (a duration in ms), flagged by the detail, so that the
+            # analysis can check the next connect came no sooner without a column only this event uses
             self.retry_after_ms = float(frame.get("retry_after_ms") or 0)
-            self.record(Kind.ERROR, False, code=str(frame.get("code", "")), detail="error frame")
+            code = str(frame.get("code", ""))
+            if self.retry_after_ms:
+                self.record(Kind.ERROR, False, code=code, latency_ms=self.retry_after_ms, detail="retry_after_ms")
+            else:
+                self.record(Kind.ERROR, False, code=code, detail="error frame")
         elif t == T.GOAWAY:
             self.retry_after_ms = float(frame.get("retry_after_ms") or 0)
         else:

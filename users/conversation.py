@@ -85,7 +85,9 @@ class ConversationUser(AgentUser):
         for _ in range(s.pushes_while_away):
             push_id = self.push_ids.get(session, 0) + 1
             self.push_ids[session] = push_id
-            result = push_notification(self.client.host, s.admin_token, session, push_id, {"n": push_id})
+            result = push_notification(
+                self.client.host, s.admin_token, session, push_id, {"n": push_id}, self.client.ssl
+            )
             if not result.ok:
                 self.note(Kind.ERROR, False, code="notify", detail=f"admin notify failed: {result.error}")
                 break

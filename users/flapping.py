@@ -52,6 +52,8 @@ class FlappingUser(AgentUser):
             ok = client.connect(resume=False)
             if not ok:
                 self.pause()
+            else:
+                self._pauses = 0  # or every rate-limited cycle of a long run would back off longer
             return ok
         return self.come_back(self.now(), planned=True)
 

@@ -19,13 +19,14 @@ class ApiResult:
         self.ok, self.body, self.error = ok, body or {}, error
 
 
-def post_json(url: str, body: dict, *, bearer: str = "", timeout: float = 5.0) -> ApiResult:
+def post_json(url: str, body: dict, *, bearer: str = "", timeout: float = 5.0, context=None) -> ApiResult:
+    """POST JSON; ``context`` is the SSLContext for https (None: urllib builds a new one per call)."""
     headers = {"Content-Type": "application/json"}
     if bearer:
         headers["Authorization"] = f"Bearer {bearer}"
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return ApiResult(True, json.loads(response.read() or b"{}"))
     except urllib.error.HTTPError as err:
         return ApiResult(False, error=f"HTTP {err.code}")
@@ -35,15 +36,17 @@ def post_json(url: str, body: dict, *, bearer: str = "", timeout: float = 5.0) -
         return ApiResult(False, error="answer is not JSON")
 
 
-def fetch_token(token_url: str, user: str, ttl_s: float, timeout: float = 5.0) -> ApiResult:
+def fetch_token(token_url: str, user: str, ttl_s: float, timeout: float = 5.0, context=None) -> ApiResult:
     """``POST token_url {"user", "ttl_s"}`` -> ``{"token", "exp"}``."""
-    result = post_json(token_url, {"user": user, "ttl_s": ttl_s}, timeout=timeout)
+    result = post_json(token_url, {"user": user, "ttl_s": ttl_s}, timeout=timeout, context=context)
     if result.ok and not isinstance(result.body.get("token"), str):
         return ApiResult(False, error="answer has no token")
     return result
 
 
-def push_notification(base_url: str, admin_token: str, session: str, push_id: int, data: dict) -> ApiResult:
+def push_notification(
+    base_url: str, admin_token: str, session: str, push_id: int, data: dict, context=None
+) -> ApiResult:
     """``POST /admin/notify``: queue a push for a session, attached or not."""
     body = {"session": session, "id": push_id, "data": data}
-    return post_json(base_url.rstrip("/") + "/admin/notify", body, bearer=admin_token)
+    return post_json(base_url.rstrip("/") + "/admin/notify", body, bearer=admin_token, context=context)

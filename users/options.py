@@ -24,6 +24,7 @@ class Settings:
     ws_headers: str = ""  #: "Name: value; Name2: value2"
     ws_subprotocols: str = ""  #: comma-separated
     tls_verify: bool = True
+    ca_file: str = ""  #: "" -> the system's trust store
     connect_timeout_s: float = 5.0
     reply_timeout_s: float = 5.0
     max_retries: int = 6
@@ -104,7 +105,8 @@ def _add_arguments(parser) -> None:
     arg("--admin-token", str, "bearer token for /admin/notify", is_secret=True)
     arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")
     arg("--ws-subprotocols", str, "subprotocols to offer, comma-separated")
-    arg("--tls-verify", _flag, "verify the server certificate for wss")
+    arg("--tls-verify", _flag, "verify the server certificate for wss/https (false: check nothing)")
+    arg("--ca-file", str, "PEM file of the CA(s) to trust for wss/https instead of the system's")
     arg("--connect-timeout-s", float, "bound on TCP connect + upgrade + welcome")
     arg("--reply-timeout-s", float, "bound on waiting for hb_ack, refreshed, history, accepted")
     arg("--max-retries", int, "reconnect attempts before a user gives up on a disconnect")

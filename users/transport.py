@@ -9,7 +9,7 @@ building a context per connection costs more CPU than the handshake itself.
 from __future__ import annotations
 
 import socket as _stdlib_socket
-from functools import lru_cache
+from functools import cache, lru_cache
 from ipaddress import ip_address
 from time import monotonic
 from urllib.parse import urlsplit
@@ -39,7 +39,6 @@ NORMAL_CLOSURE = 1000
 NO_STATUS = 1005
 ABNORMAL = 1006
 
-_ssl_context: gssl.SSLContext | None = None
 #: One receive buffer for every connection of the process. A fresh 64 KiB
 #: ``recv`` buffer per read, shrunk to the few bytes that came, fragments the
 #: heap across thousands of idle connections; the bytes are copied into the
@@ -48,16 +47,19 @@ _recv_buffer = bytearray(RECV_BYTES)
 _recv_view = memoryview(_recv_buffer)
 
 
-def shared_ssl_context(verify: bool = True) -> gssl.SSLContext:
-    """The process's one TLS client context (created on first use)."""
-    global _ssl_context
-    if _ssl_context is None:
-        ctx = gssl.create_default_context()
-        if not verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = gssl.CERT_NONE
-        _ssl_context = ctx
-    return _ssl_context
+@cache
+def shared_ssl_context(verify: bool = True, ca_file: str = "") -> gssl.SSLContext:
+    """The process's TLS client context (created on first use; one per settings, and a run has one).
+
+    ``ca_file`` replaces the system's trust store (a self-signed test backend);
+    ``verify=False`` checks neither the chain nor the host name. The same context
+    serves the token requests, so a process never builds a second one.
+    """
+    ctx = gssl.create_default_context(cafile=ca_file or None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+    return ctx
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,127 @@
+"""Users over wss against the TLS backend, and the upgrade request's custom headers and subprotocols."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from tests.test_users_bad_targets import TinyServer
+from tests.test_users_locust_runs import assert_clean_end, run_locust
+from users.frames import OP_CLOSE, OP_TEXT, FrameReader, accept_for
+
+
+@pytest.fixture
+def tls_stub(stub_factory, tls_cert):
+    cert, key = tls_cert
+    return stub_factory(
+        "--tls-cert", cert, "--tls-key", key, "--rate-limit", "0", "--hb-interval-ms", "300", cafile=cert
+    )
+
+
+@pytest.mark.parametrize(
+    ("user_class", "options", "enough"),
+    [
+        ("HeartbeatUser", (), lambda run: len(run.of("hb_rtt", ok=1)) >= 5 * 8),
+        ("FlappingUser", (), lambda run: len(run.of("reconnect", ok=1)) >= 5 * 10),
+    ],
+)
+def test_users_run_over_wss_with_one_ssl_context(tmp_path, tls_stub, tls_cert, user_class, options, enough):
+    run = run_locust(tmp_path, tls_stub.url, user_class, 5, 4, "--ca-file", tls_cert[0], *options)
+    assert not run.failures(), run.describe()
+    assert enough(run) and not run.of("welcome", ok=0), run.describe()
+    # every token request and every wss handshake of the process shared one context
+    assert run.end["ssl_contexts"] == 1, run.describe()
+    assert_clean_end(run)
+
+
+@pytest.mark.parametrize(
+    ("options", "failures"),
+    [
+        (("--tls-verify", "false"), set()),  # no CA given, nothing checked: works
+        ((), {("connect", "RequestFailed('no token')")}),  # verifying against the system CAs: refused
+    ],
+)
+def test_tls_verification_is_on_unless_switched_off(tmp_path, tls_stub, options, failures):
+    run = run_locust(tmp_path, tls_stub.url, "HeartbeatUser", 2, 2, "--backoff-cap-ms", "300", *options)
+    assert {(r["name"], r["failure"]) for r in run.failures()} == failures, run.describe()
+    if not failures:
+        assert run.of("hb_rtt", ok=1), run.describe()
+    else:
+        details = {e["detail"] for e in run.of("error")}
+        assert details == {"token request failed: unreachable"}, run.describe()
+    assert run.end["ssl_contexts"] == 1, run.describe()
+    assert_clean_end(run)
+
+
+class UpgradeRecorder:
+    """A tiny agentws/1 backend that keeps every upgrade request's headers and picks the last subprotocol."""
+
+    def __init__(self) -> None:
+        self.heads: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self.server = TinyServer(self.serve)
+
+    def serve(self, conn) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf and len(buf) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        headers = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+        if "sec-websocket-key" not in headers:  # the harness's telemetry polling /stats and /metrics
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        with self.lock:
+            self.heads.append(headers)
+        chosen = headers["sec-websocket-protocol"].split(",")[-1].strip()
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept_for(headers['sec-websocket-key'])}\r\n".encode()
+            + f"Sec-WebSocket-Protocol: {chosen}\r\n\r\n".encode()
+        )
+        self.welcome_each_hello(conn, FrameReader(rest))
+
+    @staticmethod
+    def welcome_each_hello(conn, reader: FrameReader) -> None:
+        for _ in range(1000):  # bounded: a FlappingUser sends one hello per connection
+            msg = reader.next_message()
+            if msg is None:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                reader.feed(data)
+                continue
+            if msg.opcode == OP_CLOSE:
+                conn.sendall(bytes([0x80 | OP_CLOSE, 2]) + (1000).to_bytes(2, "big"))
+                return
+            hello = json.loads(msg.payload)
+            if hello.get("t") == "hello":
+                welcome = {"t": "welcome", "session": "e.rec", "epoch": "e", "resumed": "session" in hello,
+                           "head_seq": 0, "agent": {"id": "a-rec", "turns": 0, "ctx_hash": "h"}, "hb_interval_ms": 5000,
+                           "idle_timeout_ms": 7500, "token_exp": 0, "resume_window_s": 60}  # fmt: skip
+                payload = json.dumps(welcome).encode()
+                conn.sendall(bytes([0x80 | OP_TEXT, 126]) + len(payload).to_bytes(2, "big") + payload)
+
+
+def test_custom_headers_and_subprotocols_reach_the_server(tmp_path, stub):
+    recorder = UpgradeRecorder()
+    options = (
+        "--token-url", f"{stub.url}/auth/token", "--flap-cycles", "3",
+        "--ws-headers", "X-Load-Test: agentws; X-Tenant: t-42", "--ws-subprotocols", "agentws.v1, agentws.probe",
+    )  # fmt: skip
+    try:
+        run = run_locust(tmp_path, recorder.server.url, "FlappingUser", 2, 2, *options)
+    finally:
+        recorder.server.close()
+    assert not run.failures(), run.describe()  # the chosen subprotocol was one offered: accepted
+    assert len(recorder.heads) == 2 * 3, run.describe()
+    for head in recorder.heads:
+        assert head["x-load-test"] == "agentws" and head["x-tenant"] == "t-42", head
+        assert head["sec-websocket-protocol"] == "agentws.v1, agentws.probe", head
+    assert run.end["ssl_contexts"] == 0, run.describe()  # plain ws builds none
+    assert_clean_end(run)
