@@ -27,6 +27,9 @@ def _upgrade(conn: socket.socket) -> bytes:
             raise ConnectionError
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
+    if b"sec-websocket-key" not in head.lower():  # the harness's telemetry polls /stats here too
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        raise ConnectionError
     key = next(
         line.split(":", 1)[1].strip()
         for line in head.decode().split("\r\n")
