@@ -82,6 +82,18 @@ class EchoServer:
                 self.proc.wait()
 
 
+def add_backend_arguments(ap) -> None:
+    """The options every server_stub benchmark takes for the backend it starts."""
+    ap.add_argument("--store", default=None, help="the backend's --store (default: a fresh SQLite file)")
+    ap.add_argument(
+        "--stub-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more command-line argument for the backend (repeatable), e.g. --stub-arg=--rate-limit=0",
+    )
+
+
 def start_stub(*args: str, store: str | None = None) -> tuple[StubProcess, Path]:
     """A backend on ``store``; by default a fresh SQLite file (the default store kind) in a temp dir."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-stub-"))

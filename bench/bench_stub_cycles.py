@@ -24,7 +24,17 @@ import shutil
 import sys
 import time
 
-from _common import EchoServer, WorkerProc, banner, cpu_s, median, pin_process, port_of, start_stub
+from _common import (
+    EchoServer,
+    WorkerProc,
+    add_backend_arguments,
+    banner,
+    cpu_s,
+    median,
+    pin_process,
+    port_of,
+    start_stub,
+)
 
 TARGET_CYCLES_PER_S = 1000
 
@@ -61,14 +71,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per server (default 5; quick 3)")
     ap.add_argument("--parallel", type=int, default=16, help="cycles in flight")
     ap.add_argument("--users", type=int, default=None, help="distinct users (tokens) used round-robin")
-    ap.add_argument("--store", default=None, help="the backend's --store (default: a fresh SQLite file)")
-    ap.add_argument(
-        "--stub-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="one more command-line argument for the backend (repeatable), e.g. --stub-arg=--rate-limit=0",
-    )
+    add_backend_arguments(ap)
     args = ap.parse_args()
     n = args.n or (1500 if args.quick else 5000)
     runs = args.runs or (3 if args.quick else 5)

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 
-from _common import WorkerProc, banner, cpu_s, pct, pin_process, port_of, start_stub
+from _common import WorkerProc, add_backend_arguments, banner, cpu_s, pct, pin_process, port_of, start_stub
 
 FRAMES_PER_SESSION = 20  # accepted + chunks + done
 
@@ -34,14 +34,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a smaller run (< 20 s): 300 sessions")
     ap.add_argument("--n", type=int, default=None, help="detached sessions (default 1000; quick 300)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 50], help="resumes in flight, one run each")
-    ap.add_argument("--store", default=None, help="the backend's --store (default: a fresh SQLite file)")
-    ap.add_argument(
-        "--stub-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="one more command-line argument for the backend (repeatable), e.g. --stub-arg=--rate-limit=0",
-    )
+    add_backend_arguments(ap)
     args = ap.parse_args()
     n = args.n or (300 if args.quick else 1000)
 

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 
-from _common import EchoServer, WorkerProc, banner, median, port_of, rss, start_stub
+from _common import EchoServer, WorkerProc, add_backend_arguments, banner, median, port_of, rss, start_stub
 
 TARGET_KIB = 25.0
 KiB = 1024
@@ -78,14 +78,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a smaller run (< 20 s): 2,000 sessions")
     ap.add_argument("--n", type=int, default=None, help="concurrent sessions (default 15000; quick 2000)")
     ap.add_argument("--workers", type=int, default=2, help="client processes")
-    ap.add_argument("--store", default=None, help="the backend's --store (default: a fresh SQLite file)")
-    ap.add_argument(
-        "--stub-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="one more command-line argument for the backend (repeatable), e.g. --stub-arg=--rate-limit=0",
-    )
+    add_backend_arguments(ap)
     args = ap.parse_args()
     n = args.n or (2000 if args.quick else 15000)
     settle_s = 1.5 if args.quick else 3.0
