@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -54,6 +55,14 @@ async def housekeeping(backend: Backend, store) -> None:
         registry.expire(time.time())
         backend.limiter.prune()
         await flush(registry, store)
+
+
+async def watch_parent(pid: int, stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone: an embedded backend must not outlive its harness."""
+    while os.getppid() == pid:
+        await asyncio.sleep(1.0)
+    log.warning("parent process %d is gone: draining and exiting", pid)
+    stop.set()
 
 
 async def drain(backend: Backend) -> None:
@@ -134,7 +143,10 @@ async def serve(config: Config, announce=print) -> int:
     sys.stdout.flush()
 
     keeper = asyncio.create_task(housekeeping(backend, store))
+    watcher = asyncio.create_task(watch_parent(config.parent_pid, stop)) if config.parent_pid else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
 
     backend.draining = True
     keeper.cancel()

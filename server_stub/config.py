@@ -48,6 +48,7 @@ class Config:
     faults: frozenset[Fault] = frozenset()
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     jwt_secret: str | None = field(default=None, repr=False)  #: None: from the store, else generated
+    parent_pid: int | None = None  #: drain and exit when this process is gone (an embedding harness died)
     tls_cert: str | None = None  #: PEM certificate (chain); with tls_key the backend serves https/wss
     tls_key: str | None = None
 
@@ -180,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token", default=None, help=f"bearer token for /admin/* (default: ${ADMIN_TOKEN_ENV}, else generated)"
     )
     ap.add_argument(
+        "--parent-pid",
+        type=_positive(int),
+        default=None,
+        metavar="PID",
+        help="drain and exit when this process (the one that started us) is gone",
+    )
+    ap.add_argument(
         "--tls-cert", type=_readable_file, default=None, metavar="PATH", help="PEM certificate: serve https and wss"
     )
     ap.add_argument(
@@ -212,6 +220,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         faults=frozenset(Fault(f) for f in args.fault),
         admin_token=admin,
         jwt_secret=os.environ.get(JWT_SECRET_ENV) or None,
+        parent_pid=args.parent_pid,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

@@ -63,6 +63,8 @@ class StubProcess:
         args = list(self.args)
         if self.port is not None:  # a restart comes back on the same port
             args = [a for a in _without_option(args, "--port")] + ["--port", str(self.port)]
+        # Its own process group keeps it out of our signals; this keeps it from outliving us.
+        args += ["--parent-pid", str(os.getpid())]
         env = {
             **os.environ,
             ADMIN_TOKEN_ENV: self.admin_token,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from agentws.protocol import WS_PATH, Close, T
@@ -107,3 +110,26 @@ def test_sigterm_with_50_clients_sends_goaway_and_1012_then_exits_0_within_5_s(s
     assert codes == [Close.SERVICE_RESTART] * n
     for c in clients:
         assert c.frames[-1]["t"] == T.GOAWAY and c.frames[-1]["retry_after_ms"] > 0
+
+
+def test_an_embedded_backend_exits_when_the_process_that_started_it_is_killed(tmp_path):
+    """kill -9 of a harness must not leave its backend running (it has its own process group)."""
+    script = (
+        "import sys, time\n"
+        "from server_stub.process import StubProcess\n"
+        f"s = StubProcess('--store', 'sqlite:{tmp_path}/p.db').start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    try:
+        backend = psutil.Process(int(parent.stdout.readline()))
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while backend.is_running() and backend.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not backend.is_running() or backend.status() == psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
