@@ -7,11 +7,10 @@ samples the backend). Run by the benchmarks as::
 
     python bench/wsload.py worker [--cpu N]
 
-The WebSocket side is hand-written on ``asyncio.Protocol`` (uvloop when
-importable): an HTTP/1.1 upgrade request, and RFC 6455 frames (client frames
-masked, FIN only; server frames parsed unmasked, ping answered with pong,
-fragments joined). It does not check ``Sec-WebSocket-Accept``: it is a load
-generator for loopback servers we started ourselves, not a general client.
+The WebSocket side is ``asyncio.Protocol`` (uvloop when importable) around the
+simulated users' own sans-I/O frame layer, ``users/frames.py``: the same upgrade
+request, accept-key check, masking and frame parser, driven by asyncio here
+instead of gevent.
 
 Commands (``{"cmd": NAME, ...}``; every answer carries ``"ok": true`` or an
 ``"error"``):
@@ -38,43 +37,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
-import random
 import sys
 import time
 from collections import deque
+from pathlib import Path
 
 import orjson
 
-WS_PATH = "/ws"
-OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/wsload.py`
+
+from agentws.protocol import WS_PATH
+from users.frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    HandshakeError,
+    encode_close,
+    encode_frame,
+    new_key,
+    parse_close,
+    parse_upgrade_response,
+    upgrade_request,
+)
+
 CONNECT_TIMEOUT_S = 30.0
 CLOSE_WAIT_S = 2.0
-
-_getrandbits = random.getrandbits
-
-
-def mask_payload(payload: bytes, key: bytes) -> bytes:
-    """RFC 6455 §5.3 masking, as one big-integer XOR (fast for the small frames we send)."""
-    n = len(payload)
-    if not n:
-        return b""
-    k = (key * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
-
-
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame, FIN set."""
-    n = len(payload)
-    key = _getrandbits(32).to_bytes(4, "little")
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + key + mask_payload(payload, key)
 
 
 class WSClosed(ConnectionError):
@@ -84,30 +74,21 @@ class WSClosed(ConnectionError):
 class WS(asyncio.Protocol):
     """One client WebSocket. ``recv()`` returns (opcode, payload bytes) of data frames."""
 
-    __slots__ = (
-        "loop",
-        "transport",
-        "buf",
-        "upgraded",
-        "waiter",
-        "frames",
-        "lost",
-        "close_code",
-        "sent_close",
-        "_frag",
-    )
+    __slots__ = ("loop", "transport", "buf", "key", "reader", "upgraded", "waiter", "frames", "lost",
+                 "close_code", "sent_close")  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.buf = b""  #: the upgrade response, until it is complete
+        self.key = new_key()
+        self.reader = FrameReader()
         self.upgraded = False
         self.waiter: asyncio.Future | None = None
         self.frames: deque = deque()
         self.lost: asyncio.Future = loop.create_future()
         self.close_code: int | None = None
         self.sent_close = False
-        self._frag: tuple[int, bytearray] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -119,73 +100,32 @@ class WS(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
         if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buf[:12])
-            del buf[: end + 4]
-            if status != b"HTTP/1.1 101":
+            self.buf += data
+            try:
+                upgrade = parse_upgrade_response(self.buf, self.key)
+            except HandshakeError:
                 self.close_code = -1  # refused upgrade
                 self.transport.close()
                 return
-            self.upgraded = True
+            if upgrade is None:
+                return
+            self.upgraded, self.buf = True, b""
             self._wake()
-        while True:
-            blen = len(buf)
-            if blen < 2:
-                break
-            b0, b1 = buf[0], buf[1]
-            n = b1 & 0x7F
-            off = 2
-            if n == 126:
-                if blen < 4:
-                    break
-                n = int.from_bytes(buf[2:4], "big")
-                off = 4
-            elif n == 127:
-                if blen < 10:
-                    break
-                n = int.from_bytes(buf[2:10], "big")
-                off = 10
-            if b1 & 0x80:  # a masked server frame: not ours to accept, but unmask anyway
-                if blen < off + 4:
-                    break
-                key = bytes(buf[off : off + 4])
-                off += 4
-                if blen < off + n:
-                    break
-                payload = mask_payload(bytes(buf[off : off + n]), key)
-            else:
-                if blen < off + n:
-                    break
-                payload = bytes(buf[off : off + n])
-            del buf[: off + n]
-            opcode, fin = b0 & 0x0F, b0 & 0x80
-            if opcode == OP_PING:
-                self.transport.write(encode_frame(OP_PONG, payload))
-            elif opcode == OP_PONG:
-                pass
-            elif opcode == OP_CLOSE:
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            data = upgrade.rest
+        self.reader.feed(data)
+        while (msg := self.reader.next_message()) is not None:
+            if msg.opcode == OP_PING:
+                self.transport.write(encode_frame(OP_PONG, msg.payload))
+            elif msg.opcode == OP_CLOSE:
+                code, _ = parse_close(msg.payload)
+                self.close_code = code or 1005
                 if not self.sent_close:
                     self.sent_close = True
-                    self.transport.write(encode_frame(OP_CLOSE, payload[:2]))
+                    self.transport.write(encode_frame(OP_CLOSE, msg.payload[:2]))
                 self._wake()
-            elif opcode == OP_CONT:
-                if self._frag is not None:
-                    self._frag[1].extend(payload)
-                    if fin:
-                        op, data = self._frag
-                        self._frag = None
-                        self.frames.append((op, bytes(data)))
-                        self._wake()
-            elif not fin:
-                self._frag = (opcode, bytearray(payload))
-            else:
-                self.frames.append((opcode, payload))
+            elif msg.opcode != OP_PONG:
+                self.frames.append(msg)
                 self._wake()
 
     # -- API ------------------------------------------------------------------------
@@ -202,11 +142,7 @@ class WS(asyncio.Protocol):
             self.waiter = None
 
     async def handshake(self, host: str, port: int, path: str) -> None:
-        key = base64.b64encode(os.urandom(16))
-        self.transport.write(
-            b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path.encode(), host.encode(), port, key)
-        )
+        self.transport.write(upgrade_request(f"{host}:{port}", path, self.key))
         while not self.upgraded:
             if self.lost.done() or self.close_code is not None:
                 raise WSClosed(f"upgrade refused or connection lost (close {self.close_code})")
@@ -232,7 +168,7 @@ class WS(asyncio.Protocol):
             return
         if not self.sent_close and not self.lost.done():
             self.sent_close = True
-            self.transport.write(encode_frame(OP_CLOSE, code.to_bytes(2, "big")))
+            self.transport.write(encode_close(code))
         if not self.lost.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_WAIT_S)

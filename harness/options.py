@@ -8,13 +8,12 @@ touch the machine (run directory writable, ``--server-pid`` alive) are done by
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import psutil
 
-from server_stub.config import _rate_limit, _store
+from server_stub.config import parse_rate_limit, parse_store, positive
 from server_stub.faults import Fault
 
 from .recorder import BUFFER_MAX
@@ -46,27 +45,6 @@ class OptionError(SystemExit):
         return f"{self.option}: {self.problem}"
 
 
-def _number(kind, *, allow_zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if allow_zero else '> 0'}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def _fault(text: str) -> str:
-    names = [f.value for f in Fault]
-    if text not in names:
-        raise argparse.ArgumentTypeError(f"unknown fault {text!r}; known: {', '.join(names)}")
-    return text
-
-
 def _checked_by(check):
     """Validate with the backend's own parser, keep the text (it is passed on as typed)."""
 
@@ -93,14 +71,14 @@ def add_arguments(parser) -> None:
     g.add_argument("--scenario", default="", help="scenario name recorded in meta.json")
     g.add_argument(
         "--sample-interval",
-        type=_number(float),
+        type=positive(float),
         default=1.0,
         metavar="S",
         help="seconds between telemetry samples (samples.csv, server_stats.csv)",
     )
     g.add_argument(
         "--server-pid",
-        type=_number(int),
+        type=positive(int),
         default=0,
         help="pid of a backend on this machine, sampled through psutil (default: its /metrics)",
     )
@@ -109,7 +87,7 @@ def add_arguments(parser) -> None:
     )
     g.add_argument(
         "--record-buffer-max",
-        type=_number(int),
+        type=positive(int),
         default=BUFFER_MAX,
         metavar="N",
         # Not in the web UI: it bounds a worker's memory, a start-up decision; the tests lower it to force overflow.
@@ -123,13 +101,12 @@ def add_arguments(parser) -> None:
     # The embedded backend: used when no --host is given.
     g.add_argument(
         "--stub-store",
-        type=_checked_by(_store),
+        type=_checked_by(parse_store),
         default=None,
         help="embedded backend's store (default: sqlite file in the run dir)",
     )
     g.add_argument(
         "--stub-fault",
-        type=_fault,
         action="append",
         default=[],
         choices=[f.value for f in Fault],
@@ -138,18 +115,18 @@ def add_arguments(parser) -> None:
     )
     g.add_argument(
         "--stub-rate-limit",
-        type=_checked_by(_rate_limit),
+        type=_checked_by(parse_rate_limit),
         default=None,
         metavar="RATE[/BURST]",
         help="embedded backend's --rate-limit",
     )
     for dest, (flag, kind) in STUB_PASSTHROUGH.items():
         g.add_argument(
-            "--" + dest.replace("_", "-"), type=_number(kind), default=None, help=f"embedded backend's {flag}"
+            "--" + dest.replace("_", "-"), type=positive(kind), default=None, help=f"embedded backend's {flag}"
         )
     g.add_argument(
         "--stub-restart-at",
-        type=_number(float),
+        type=positive(float),
         default=None,
         metavar="S",
         help="restart the embedded backend S seconds after the test starts",

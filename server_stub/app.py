@@ -132,7 +132,7 @@ async def serve(config: Config, announce=print) -> int:
                 "event": "listening",
                 "url": base,
                 "ws_url": f"{'wss' if tls else 'ws'}://{host}:{port}{WS_PATH}",
-                "pid": backend.stats()["pid"],
+                "pid": os.getpid(),
                 "epoch": registry.epoch,
                 "store": store.name,
                 "restored_sessions": len(registry.sessions),

@@ -64,10 +64,7 @@ class Backend:
     def resume(self, session_id: str, sub: str, last_seq: int) -> tuple[Session, NewSessionReason | None]:
         """The session a ``hello`` resumes, or a new one and why (reason is None on a resume)."""
         registry = self.registry
-        session = registry.sessions.get(session_id)
-        if session is not None and registry.detached.get(session_id, float("inf")) <= time.time():
-            registry.destroy(session)  # its window passed before housekeeping got to it
-            session = None
+        session = registry.find(session_id)
         if session is None:
             expired = registry.epoch_of(session_id) == registry.epoch
             reason = NewSessionReason.EXPIRED if expired else NewSessionReason.EPOCH

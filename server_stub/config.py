@@ -66,7 +66,9 @@ class Config:
         return fault in self.faults
 
 
-def _positive(kind):
+def positive(kind):
+    """An argparse type: a number of ``kind`` greater than 0."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -89,7 +91,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _rate_limit(text: str) -> RateLimit:
+def parse_rate_limit(text: str) -> RateLimit:
     """``R`` or ``R/B``: R connects per second per user, bursts of B (default 2R); 0 = off."""
     rate, _, burst = text.partition("/")
     try:
@@ -102,7 +104,7 @@ def _rate_limit(text: str) -> RateLimit:
     return RateLimit(per_second, burst_size)
 
 
-def _store(text: str) -> str:
+def parse_store(text: str) -> str:
     if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
         return text
     if text.startswith("sqlite:") and len(text) > len("sqlite:"):
@@ -129,48 +131,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--host", default=d.host)
     ap.add_argument("--port", type=_port, default=d.port, help="0 picks a free port")
-    ap.add_argument("--store", type=_store, default=d.store, help="sqlite:PATH, memory or redis://HOST:PORT[/DB]")
+    ap.add_argument("--store", type=parse_store, default=d.store, help="sqlite:PATH, memory or redis://HOST:PORT[/DB]")
     ap.add_argument(
         "--resume-window",
-        type=_positive(float),
+        type=positive(float),
         default=d.resume_window_s,
         metavar="S",
         help="seconds a detached session (and its agent) is kept",
     )
-    ap.add_argument("--hb-interval-ms", type=_positive(int), default=d.hb_interval_ms)
+    ap.add_argument("--hb-interval-ms", type=positive(int), default=d.hb_interval_ms)
     ap.add_argument(
         "--idle-timeout-ms",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         help="close a socket silent this long with 4001 (default 1.5 x hb interval)",
     )
     ap.add_argument(
         "--token-ttl",
-        type=_positive(float),
+        type=positive(float),
         default=d.token_ttl_s,
         metavar="S",
         help="lifetime of tokens from POST /auth/token when the request names none",
     )
-    ap.add_argument("--refresh-grace-ms", type=_positive(int), default=d.refresh_grace_ms)
-    ap.add_argument("--chunk-delay-ms", type=_positive(int), default=d.chunk_delay_ms)
-    ap.add_argument("--chunks-per-reply", type=_positive(int), default=d.chunks_per_reply)
+    ap.add_argument("--refresh-grace-ms", type=positive(int), default=d.refresh_grace_ms)
+    ap.add_argument("--chunk-delay-ms", type=positive(int), default=d.chunk_delay_ms)
+    ap.add_argument("--chunks-per-reply", type=positive(int), default=d.chunks_per_reply)
     ap.add_argument(
         "--rate-limit",
-        type=_rate_limit,
+        type=parse_rate_limit,
         default=d.rate_limit,
         metavar="RATE[/BURST]",
         help="connects per second per user (0 = off)",
     )
-    ap.add_argument("--max-frame-bytes", type=_positive(int), default=d.max_frame_bytes)
+    ap.add_argument("--max-frame-bytes", type=positive(int), default=d.max_frame_bytes)
     ap.add_argument(
         "--outbox-limit",
-        type=_positive(int),
+        type=positive(int),
         default=d.outbox_limit,
         help="sequenced frames kept per session for replay",
     )
     ap.add_argument(
         "--flush-interval-ms",
-        type=_positive(int),
+        type=positive(int),
         default=d.flush_interval_ms,
         help="how often changed sessions are written to the store (kill -9 loses at most this)",
     )
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--parent-pid",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         metavar="PID",
         help="drain and exit when this process (the one that started us) is gone",

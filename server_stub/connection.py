@@ -257,9 +257,8 @@ class Connection:
     async def _attach(self, session: Session, *, resumed: bool, reason: NewSessionReason | None, last_seq: int) -> None:
         registry = self.backend.registry
         if self.closing:  # the socket went away while the resume waited
-            if session.conn is None:  # leave it detached and on the clock, never orphaned
-                registry.attach(session, self)
-                registry.detach(session, self)
+            if session.conn is None:  # never orphaned: it waits for a resume like any detached session
+                registry.park(session)
             return
         self.session = session
         self._backlog = []

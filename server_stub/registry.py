@@ -116,13 +116,26 @@ class Registry:
         return previous
 
     def detach(self, session: Session, conn) -> None:
+        """The socket ``conn`` is gone: the session waits for a resume (if it was still theirs)."""
         if session.conn is not conn or session.id not in self.sessions:
             return
         session.conn = None
+        self.park(session)
+
+    def park(self, session: Session) -> None:
+        """Start (or restart) a detached session's resume window."""
         session.detached_at = now = time.time()
         self.detached.pop(session.id, None)
         self.detached[session.id] = now + self.resume_window_s
         self.dirty.add(session.id)
+
+    def find(self, session_id: str) -> Session | None:
+        """The session, or None when it is gone or its window has passed (housekeeping may lag)."""
+        session = self.sessions.get(session_id)
+        if session is not None and self.detached.get(session_id, float("inf")) <= time.time():
+            self.destroy(session)
+            return None
+        return session
 
     def expire(self, now: float) -> int:
         """Destroy every session detached longer than the resume window."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import time
 import urllib.parse
 import urllib.request
@@ -16,11 +14,12 @@ from tests.locustfiles.harness_runs import (
     check_events,
     check_exports,
     free_port,
+    locust_running,
     meta,
     only_run,
     run_locust,
     secret_digest,
-    start_locust,
+    stop,
     wait_for,
 )
 
@@ -43,12 +42,11 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
     root, port = tmp_path / "runs", free_port()
     log = tmp_path / "locust.log"
     web = f"http://127.0.0.1:{port}"
-    proc = start_locust(
+    with locust_running(
         "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root),
         "--test-secret", "s3cret",
         log=log,
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         wait_for(lambda: _up(web + "/"), 20, "the web UI")
         run = only_run(root)
         host = meta(run)["host"]
@@ -58,11 +56,7 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
         _post(web + "/stop")
         wait_for(lambda: meta(run).get("user_classes") is not None, 5, "meta")
         time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     m = meta(run)
     assert m["complete"] and m["exit_reason"] == "stopped, then quit"
     assert m["user_classes"] == {"EventUser": 4} and m["host"] == host
@@ -143,20 +137,15 @@ def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
     log = tmp_path / "locust.log"
     secret = "not-for-the-page-9c1f"
     web = f"http://127.0.0.1:{port}"
-    proc = start_locust(
+    with locust_running(
         "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root),
         "--admin-token", secret,
         log=log, locustfile="locustfile.py",
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         wait_for(lambda: _up(web + "/"), 20, "the web UI")
         with urllib.request.urlopen(web + "/", timeout=10) as r:
             page = r.read().decode()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     # Locust 2.47 puts its template data into the page as `window.templateArgs = {...}` (webui/dist/index.html).
     found = re.search(r"window\.templateArgs\s*=\s*(\{.*?\})\s*(?:;|\n|</script>)", page, re.S)
     assert found, page[:2000]

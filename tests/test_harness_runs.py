@@ -13,6 +13,7 @@ from tests.locustfiles.harness_runs import (
     check_events,
     check_exports,
     free_port,
+    locust_running,
     meta,
     only_run,
     read_csv,
@@ -20,6 +21,7 @@ from tests.locustfiles.harness_runs import (
     sample_sources,
     secret_digest,
     start_locust,
+    stop,
     wait_for,
 )
 
@@ -85,18 +87,13 @@ def test_master_and_two_workers(tmp_path):
 def test_sigterm_to_master_mid_run_closes_the_run_directory(tmp_path):
     root = tmp_path / "runs"
     log = tmp_path / "locust.log"
-    proc = start_locust(
+    with locust_running(
         "--headless", "-u", "6", "-r", "6", "--run-time", "60", "--processes", "2", "--run-dir", str(root), log=log
-    )
-    try:
+    ) as proc:
         run = wait_for(lambda: (root / "latest").exists() and (root / "latest").resolve(), 20, "the run directory")
         events = run / "events.csv"
         wait_for(lambda: events.exists() and events.stat().st_size > 20_000, 20, "events on disk")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     m = meta(run)
     assert m["complete"] and m["end_utc"] and m["exit_reason"].startswith("interrupted")
     check_events(run)
@@ -106,20 +103,16 @@ def test_sigterm_to_master_mid_run_closes_the_run_directory(tmp_path):
 def test_backend_killed_mid_run_is_recorded_and_the_run_goes_on(tmp_path):
     root = tmp_path / "runs"
     log = tmp_path / "locust.log"
-    proc = start_locust(
+    with locust_running(
         "--headless", "-u", "2", "-r", "2", "--run-time", "7", "--run-dir", str(root), "--sample-interval", "0.5",
         log=log,
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         run = wait_for(lambda: (root / "latest").exists() and (root / "latest").resolve(), 20, "the run directory")
         pid = wait_for(lambda: meta(run).get("backend", {}).get("pid"), 20, "the backend's pid")
         time.sleep(2)
         killed_at = time.time()
         os.killpg(pid, signal.SIGKILL)  # the stub runs in its own process group
         assert proc.wait(40) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     m = meta(run)
     assert m["complete"]
     assert any(n["event"] == "backend gone" for n in m["backend_notes"])

@@ -8,6 +8,7 @@ socket, and a worker that did not crash.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections import Counter
@@ -160,12 +161,9 @@ def test_a_bad_target_gives_templated_failures_and_bounded_retries(tmp_path, stu
     assert_clean_end(run)
 
 
-def _welcome_but_never_ack_hb(conn):
-    """A backend that answers hello and then ignores every heartbeat (a hung application)."""
-    import json
-
-    reader = FrameReader(_upgrade(conn))
-    while True:
+def welcome_each_hello(conn, reader: FrameReader, *, hb_interval_ms: int) -> None:
+    """A fake backend: answers every hello with a welcome and nothing else (no hb_ack, no frames)."""
+    for _ in range(1000):  # bounded: a client sends one hello per connection
         msg = reader.next_message()
         if msg is None:
             data = conn.recv(4096)
@@ -174,15 +172,21 @@ def _welcome_but_never_ack_hb(conn):
             reader.feed(data)
             continue
         if msg.opcode == OP_CLOSE:
+            conn.sendall(bytes([0x80 | OP_CLOSE, 2]) + (1000).to_bytes(2, "big"))
             return
-        frame = json.loads(msg.payload)
-        if frame.get("t") == "hello":
-            resumed = "session" in frame
-            welcome = {"t": "welcome", "session": "e.hung", "epoch": "e", "resumed": resumed, "head_seq": 0,
-                       "agent": {"id": "a-hung", "turns": 0, "ctx_hash": "h"}, "hb_interval_ms": 200,
-                       "idle_timeout_ms": 300, "token_exp": 0, "resume_window_s": 60}  # fmt: skip
+        hello = json.loads(msg.payload)
+        if hello.get("t") == "hello":
+            welcome = {"t": "welcome", "session": "e.fake", "epoch": "e", "resumed": "session" in hello,
+                       "head_seq": 0, "agent": {"id": "a-fake", "turns": 0, "ctx_hash": "h"},
+                       "hb_interval_ms": hb_interval_ms, "idle_timeout_ms": int(hb_interval_ms * 1.5),
+                       "token_exp": 0, "resume_window_s": 60}  # fmt: skip
             payload = json.dumps(welcome).encode()
             conn.sendall(bytes([0x80 | OP_TEXT, 126]) + len(payload).to_bytes(2, "big") + payload)
+
+
+def _welcome_but_never_ack_hb(conn):
+    """A backend that answers hello and then ignores every heartbeat (a hung application)."""
+    welcome_each_hello(conn, FrameReader(_upgrade(conn)), hb_interval_ms=200)
 
 
 def test_heartbeat_user_declares_a_silent_connection_dead_and_resumes(tmp_path, stub):

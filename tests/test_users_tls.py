@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
 
-from tests.test_users_bad_targets import TinyServer
+from tests.test_users_bad_targets import TinyServer, welcome_each_hello
 from tests.test_users_locust_runs import assert_clean_end, run_locust
-from users.frames import OP_CLOSE, OP_TEXT, FrameReader, accept_for
+from users.frames import FrameReader, accept_for
 
 
 @pytest.fixture
@@ -84,28 +83,7 @@ class UpgradeRecorder:
             + f"Sec-WebSocket-Accept: {accept_for(headers['sec-websocket-key'])}\r\n".encode()
             + f"Sec-WebSocket-Protocol: {chosen}\r\n\r\n".encode()
         )
-        self.welcome_each_hello(conn, FrameReader(rest))
-
-    @staticmethod
-    def welcome_each_hello(conn, reader: FrameReader) -> None:
-        for _ in range(1000):  # bounded: a FlappingUser sends one hello per connection
-            msg = reader.next_message()
-            if msg is None:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                reader.feed(data)
-                continue
-            if msg.opcode == OP_CLOSE:
-                conn.sendall(bytes([0x80 | OP_CLOSE, 2]) + (1000).to_bytes(2, "big"))
-                return
-            hello = json.loads(msg.payload)
-            if hello.get("t") == "hello":
-                welcome = {"t": "welcome", "session": "e.rec", "epoch": "e", "resumed": "session" in hello,
-                           "head_seq": 0, "agent": {"id": "a-rec", "turns": 0, "ctx_hash": "h"}, "hb_interval_ms": 5000,
-                           "idle_timeout_ms": 7500, "token_exp": 0, "resume_window_s": 60}  # fmt: skip
-                payload = json.dumps(welcome).encode()
-                conn.sendall(bytes([0x80 | OP_TEXT, 126]) + len(payload).to_bytes(2, "big") + payload)
+        welcome_each_hello(conn, FrameReader(rest), hb_interval_ms=5000)
 
 
 def test_custom_headers_and_subprotocols_reach_the_server(tmp_path, stub):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +44,24 @@ def start_locust(*args: str, log: Path, locustfile: str = LOCUSTFILE) -> subproc
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+@contextmanager
+def locust_running(*args: str, log: Path, locustfile: str = LOCUSTFILE):
+    """A locust child for the block; whatever the block leaves running is killed with its process group."""
+    proc = start_locust(*args, log=log, locustfile=locustfile)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM, as Ctrl-C or a CI job's cancel would send, and its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout)
 
 
 def run_locust(*args: str, log: Path, timeout: float = 60) -> int:
