@@ -117,12 +117,13 @@ def judge_growth(t, y, *, max_slope_per_hour: float, min_growth: float) -> Growt
 
 @dataclass(frozen=True)
 class Quantile:
-    """An exact sample quantile with a one-sided distribution-free upper confidence bound."""
+    """An exact sample quantile with one-sided distribution-free confidence bounds."""
 
     p: float
     value: float
     upper: float | None  #: None when n is too small for the bound
     n: int
+    lower: float | None = None  #: None when n is too small for the bound
 
 
 def min_samples_for_upper_bound(p: float, confidence: float = 0.95) -> int:
@@ -131,18 +132,25 @@ def min_samples_for_upper_bound(p: float, confidence: float = 0.95) -> int:
 
 
 def quantile(values, p: float, confidence: float = 0.95) -> Quantile:
-    """The p-quantile of the sample (no interpolation: an observed value) and its upper bound.
+    """The p-quantile of the sample (no interpolation: an observed value) and its bounds.
 
-    The bound is the order statistic x_(k), k = the smallest rank with
+    The upper bound is the order statistic x_(k), k the smallest rank with
     P(Binomial(n, p) <= k - 1) >= confidence: whatever the distribution, the
-    true p-quantile lies below x_(k) with at least that confidence.
+    true p-quantile lies below x_(k) with at least that confidence. The lower
+    bound is x_(j), j the largest rank with P(Binomial(n, p) >= j) >= confidence.
+    Infinite values count (an attempt that never finished is slower than any
+    that did); NaN values are dropped.
     """
     x = np.sort(np.asarray(values, dtype=float))
-    x = x[np.isfinite(x)]
+    x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
         return Quantile(p, float("nan"), None, 0)
     value = float(x[min(n - 1, max(0, math.ceil(p * n) - 1))])
     k = int(binom.ppf(confidence, n, p)) + 1
     upper = float(x[k - 1]) if k <= n else None
-    return Quantile(p, value, upper, n)
+    j = int(binom.ppf(1 - confidence, n, p))
+    while j >= 1 and binom.sf(j - 1, n, p) < confidence:  # ppf lands on the boundary: step inside it
+        j -= 1
+    lower = float(x[j - 1]) if j >= 1 else None
+    return Quantile(p, value, upper, n, lower)

@@ -8,6 +8,7 @@ touch the machine (run directory writable, ``--server-pid`` alive) are done by
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def _checked_by(check):
     return parse
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 #: The parser, kept so secrets added by other plugins (after ours) are known when meta.json is written.
 _PARSER = None
 
@@ -93,6 +104,13 @@ def add_arguments(parser) -> None:
         # Not in the web UI: it bounds a worker's memory, a start-up decision; the tests lower it to force overflow.
         include_in_web_ui=False,
         help="protocol events a worker buffers for the master; beyond this they are counted undelivered",
+    )
+    g.add_argument(
+        "--drain",
+        type=_non_negative,
+        default=10.0,
+        metavar="S",
+        help="seconds of telemetry after the users stop (the leak verdict's return to baseline)",
     )
     g.add_argument(
         "--verdicts", action="store_true", default=False, help="run the analysis at the end; exit with its code"

@@ -7,7 +7,8 @@ the run in this order, so that nothing is lost and ``meta.json`` is written last
 
 1. ``runner.quit()``: workers stop their users and send their final event batch;
 2. wait (bounded) for every worker's final batch;
-3. stop telemetry, close ``events.csv``, ``samples.csv``, ``server_stats.csv``;
+3. drain: ``--drain`` seconds more telemetry with no load (skipped when interrupted);
+   then stop telemetry, close ``events.csv``, ``samples.csv``, ``server_stats.csv``;
 4. stop the embedded backend; write Locust's final CSVs and HTML report;
 5. close ``meta.json`` (end time, counts, exit reason, ``complete: true``);
 6. with ``--verdicts``, run the analysis and take its exit code.
@@ -77,6 +78,7 @@ class Run:
         env.events.test_start.add_listener(self._on_test_start)
         env.events.spawning_complete.add_listener(self._on_users)
         env.events.test_stopping.add_listener(self._on_users)
+        env.events.test_stop.add_listener(self._on_test_stop)
         env.events.quitting.add_listener(self._on_quitting)
         self.dir.save()
         # The web UI shows secrets blank (see _mask_web_ui_secrets), so its form posts them back blank:
@@ -142,6 +144,11 @@ class Run:
         if at not in (None, "") and self.backend is not None:
             gevent.spawn_later(float(at), self._scheduled_restart)
 
+    def _on_test_stop(self, environment, **_) -> None:
+        # The analysis takes the load phase to end here and the drain to follow.
+        self.dir.meta.setdefault("test_stops_utc", []).append(time.time())
+        self.dir.save()
+
     def _scheduled_restart(self) -> None:
         self.backend.restart(hard=self.options.stub_restart_kill)
         self.dir.meta["backend"] = self.backend.describe()
@@ -166,6 +173,7 @@ class Run:
         runner.quit()  # idempotent in Locust; makes the workers stop and flush before we close
         if isinstance(self.recorder, MasterRecorder):
             self.recorder.drain(runner, expected)
+        self._drain(interrupted)
         self.telemetry.stop()
         for sink in (self.events, self.samples, self.server_stats):
             sink.close()
@@ -188,6 +196,14 @@ class Run:
             environment.process_exit_code = code
             meta["verdicts_exit_code"] = code
             self.dir.save()
+
+    def _drain(self, interrupted: bool) -> None:
+        """Keep sampling the backend with no load: does it give back what the run took?"""
+        seconds = 0.0 if interrupted else float(self.options.drain or 0)
+        self.dir.meta["drain"] = {"from_utc": time.time(), "seconds": seconds}
+        if seconds > 0:
+            logger.info("drain: sampling the backend for %.0f s with no load", seconds)
+            gevent.sleep(seconds)
 
     def _write_locust_exports(self) -> None:
         try:

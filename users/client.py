@@ -20,7 +20,7 @@ import gevent
 import orjson
 
 from agentws.events import REQUEST_TYPE, Kind, RequestName
-from agentws.protocol import ACK_INTERVAL_S, CloseAction, T, close_action
+from agentws.protocol import ACK_INTERVAL_S, Close, CloseAction, T, close_action
 
 from .http_api import fetch_token
 from .options import Settings
@@ -283,7 +283,12 @@ class AgentClient:
         """Record how the server (or the network) ended the connection."""
         self.lost = Lost(monotonic(), closed.code, by_client=False)
         if closed.clean:
-            self.record(Kind.CLOSE, True, code=closed.code, latency_ms=(monotonic() - self.last_sent) * 1000)
+            # The backend's announced idle timeout travels with the close: the zombie verdict's bound.
+            reaped = closed.code == Close.HEARTBEAT_TIMEOUT
+            detail = f"idle_timeout_ms={self.state.idle_timeout_ms}" if reaped else ""
+            self.record(
+                Kind.CLOSE, True, code=closed.code, latency_ms=(monotonic() - self.last_sent) * 1000, detail=detail
+            )
         self.record(Kind.DISCONNECT, True, code=closed.code, detail="server_close" if closed.clean else "lost")
         self.ws = None
 

@@ -1,0 +1,264 @@
+"""Reading a run directory: every file the verdicts need, with what was wrong with it.
+
+The run directory is the one seam between a run and its analysis (DESIGN.md).
+Nothing here raises on bad input: a missing, empty, truncated or corrupt file
+gives an empty frame with the expected columns and a :class:`Problem` naming
+the file and what is wrong, so each verdict can say *inconclusive because ...*
+instead of crashing or passing silently.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agentws.events import EVENT_COLUMNS
+
+#: Columns of samples.csv (harness telemetry), and the ones a row cannot do without.
+SAMPLE_COLUMNS = (
+    "ts",
+    "source",
+    "pid",
+    "rss_bytes",
+    "cpu_percent",
+    "num_fds",
+    "num_threads",
+    "tcp_established",
+    "tcp_close_wait",
+)
+
+#: Event columns read as categories: few distinct values, millions of rows.
+_EVENT_DTYPES = {
+    "ts": "float64",
+    "worker": "category",
+    "user": "category",
+    "session": "category",
+    "kind": "category",
+    "ok": "float64",  # float first: a truncated last row leaves a blank
+    "latency_ms": "float64",
+    "agent": "category",
+    "seq": "float64",
+    "code": "category",
+    "detail": "category",
+}
+_SAMPLE_DTYPES = {"source": "category"} | {c: "float64" for c in SAMPLE_COLUMNS if c != "source"}
+
+#: server_stats.csv columns the verdicts read (the file has every field of the backend's /stats).
+SERVER_STATS_USED = (
+    "ts",
+    "pid",
+    "connections",
+    "max_agents_per_session",
+    "duplicate_agents_total",
+    "zombies_reaped_total",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one input file: names the file and what is wrong."""
+
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class Run:
+    """One run directory, loaded."""
+
+    path: Path
+    meta: dict
+    events: pd.DataFrame
+    samples: pd.DataFrame
+    server_stats: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id") or self.path.name)
+
+    def problem_with(self, file: str) -> Problem | None:
+        """The first problem of ``file``, if any."""
+        return next((p for p in self.problems if p.file == file), None)
+
+    @property
+    def backend_args(self) -> dict[str, str]:
+        """The embedded backend's command-line options (``--resume-window`` -> ``"10.0"``); {} if remote."""
+        args = (self.meta.get("backend") or {}).get("args") or []
+        return {a: b for a, b in zip(args, [*args[1:], ""], strict=True) if a.startswith("--")}
+
+    @property
+    def faults(self) -> list[str]:
+        return list((self.meta.get("backend") or {}).get("faults") or [])
+
+    @property
+    def load_window(self) -> tuple[float, float]:
+        """(start, end) of the load in UNIX seconds: first test start to the last test stop (or last event)."""
+        starts = self.meta.get("test_starts_utc") or []
+        stops = self.meta.get("test_stops_utc") or []
+        ts = self.events["ts"]
+        start = min(starts) if starts else (float(ts.min()) if len(ts) else float("nan"))
+        if stops:
+            end = max(stops)
+        elif drain := self.meta.get("drain"):
+            end = float(drain.get("from_utc", "nan"))
+        else:
+            end = float(ts.max()) if len(ts) else float("nan")
+        return start, end
+
+    @property
+    def drain_seconds(self) -> float:
+        return float((self.meta.get("drain") or {}).get("seconds") or 0.0)
+
+    def backend_samples(self) -> pd.DataFrame:
+        """samples.csv rows of the backend, in time order."""
+        s = self.samples
+        return s[s["source"] == "backend"].sort_values("ts", kind="stable").reset_index(drop=True)
+
+    def harness_samples(self) -> pd.DataFrame:
+        """samples.csv rows of the Locust processes (local, master, worker:<id>)."""
+        s = self.samples
+        return s[s["source"] != "backend"].reset_index(drop=True)
+
+
+def load(path: str | Path) -> Run:
+    """Read a run directory. Raises :class:`NotARunDirectory` only if ``path`` is no directory at all."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotARunDirectory(f"{path}: not a directory" if path.exists() else f"{path}: no such directory")
+    problems: list[Problem] = []
+    meta = _read_meta(path / "meta.json", problems)
+    events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
+    events = _clean_events(events)
+    samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems)
+    server_stats = _read_csv(path / "server_stats.csv", SERVER_STATS_USED, None, problems, optional_columns=True)
+    return Run(path, meta, events, samples, server_stats, problems)
+
+
+class NotARunDirectory(Exception):
+    """The path given is not a directory: nothing to analyse."""
+
+
+def _read_meta(file: Path, problems: list[Problem]) -> dict:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(file.name, "missing"))
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(Problem(file.name, f"unreadable ({e})"))
+        return {}
+    if not text.strip():
+        problems.append(Problem(file.name, "empty"))
+        return {}
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        problems.append(Problem(file.name, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"))
+        return {}
+    if not isinstance(meta, dict):
+        problems.append(Problem(file.name, "not a JSON object"))
+        return {}
+    if meta.get("complete") is not True:
+        problems.append(
+            Problem(file.name, "the run never closed its directory (complete is not true): files may be cut short")
+        )
+    return meta
+
+
+def _read_csv(
+    file: Path,
+    columns: tuple[str, ...],
+    dtypes: dict | None,
+    problems: list[Problem],
+    optional_columns: bool = False,
+) -> pd.DataFrame:
+    """Read one CSV; on any trouble return what could be read (or nothing) and record the problem."""
+    empty = pd.DataFrame({c: pd.Series(dtype=(dtypes or {}).get(c, "float64")) for c in columns})
+    if not file.exists():
+        problems.append(Problem(file.name, "missing"))
+        return empty
+    if file.stat().st_size == 0:
+        problems.append(Problem(file.name, "empty (not even a header)"))
+        return empty
+    try:
+        header = pd.read_csv(file, nrows=0).columns
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        problems.append(Problem(file.name, f"cannot be parsed ({_short(e)})"))
+        return empty
+    missing = [c for c in columns if c not in header]
+    required = ["ts"] if optional_columns else columns
+    if any(c in missing for c in required):
+        problems.append(Problem(file.name, f"not the expected header: missing column(s) {', '.join(missing)}"))
+        return empty
+    if missing:
+        problems.append(Problem(file.name, f"missing column(s) {', '.join(missing)}"))
+    use = dtypes if dtypes is not None else {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            frame = pd.read_csv(
+                file, dtype={c: t for c, t in use.items() if c in header}, on_bad_lines="warn", low_memory=False
+            )
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+            frame = _read_leniently(file, header, use)
+    skipped = sum(str(w.message).count("Skipping line") for w in caught)
+    for c in missing:
+        frame[c] = np.nan
+    frame["ts"] = pd.to_numeric(frame["ts"], errors="coerce")
+    unreadable = int(frame["ts"].isna().sum())
+    if unreadable:
+        frame = frame[frame["ts"].notna()].reset_index(drop=True)
+    if skipped or unreadable:
+        problems.append(Problem(file.name, f"{skipped + unreadable} malformed row(s) skipped (truncated or corrupt)"))
+    return frame
+
+
+def _read_leniently(file: Path, header, dtypes: dict) -> pd.DataFrame:
+    """Second try for a corrupt file: everything as text, numbers coerced (bad ones become NaN)."""
+    frame = pd.read_csv(
+        file, dtype=str, on_bad_lines="warn", encoding="utf-8", encoding_errors="replace", low_memory=False
+    )
+    for c, t in dtypes.items():
+        if c in frame:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce") if t == "float64" else frame[c].astype(t)
+    return frame
+
+
+def _clean_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Types the verdicts rely on: ok as 0/1 ints, text columns without NaN, a ``cls`` column (user class)."""
+    events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    events["ok"] = events["ok"].fillna(0).astype("int8")
+    for c in ("worker", "user", "session", "kind", "agent", "code", "detail"):
+        col = events[c]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype("category")
+        # read_csv infers the categories' type: codes like 4001 come back as ints; the verdicts compare text.
+        col = col.cat.rename_categories([_text(c) for c in col.cat.categories])
+        if "" not in col.cat.categories:
+            col = col.cat.add_categories([""])
+        events[c] = col.fillna("")
+    # User ids are "<Class>-<pid>-<n>": map each distinct user to its class once, not each row.
+    class_of_user = np.asarray(events["user"].cat.categories.str.split("-").str[0], dtype=object)
+    classes, class_codes = np.unique(class_of_user.astype(str), return_inverse=True)
+    events["cls"] = pd.Categorical.from_codes(class_codes[events["user"].cat.codes.to_numpy()], categories=classes)
+    return events
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1][:200] if text else type(e).__name__

@@ -1,0 +1,86 @@
+"""duplicate-agent: one live agent per session, always."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from agentws.events import Kind
+
+from ..rundir import Run
+from .base import Status, Verdict, evidence_rows, inconclusive, utc
+
+NAME = "duplicate-agent"
+
+#: Welcome detail of a resume that came back with another agent id (users/session_state.py).
+AGENT_CHANGED = "resumed:agent_changed"
+
+
+def resumes(events: pd.DataFrame) -> pd.DataFrame:
+    """Welcomes answering a resume (kept or not)."""
+    return events[(events["kind"] == Kind.WELCOME) & events["detail"].str.startswith("resumed")]
+
+
+def backend_duplicates(server_stats: pd.DataFrame) -> pd.DataFrame:
+    """Samples where the backend reported an extra agent: a session with two, or its counter above 0."""
+    s = server_stats.dropna(subset=["duplicate_agents_total"])
+    return s[(s["duplicate_agents_total"] > 0) | (s["max_agents_per_session"] > 1)]
+
+
+def judge(run: Run, th: dict) -> Verdict:
+    """Fails if the backend ever reports more than one live agent for a session
+    (``max_agents_per_session`` > 1 or ``duplicate_agents_total`` > 0 in
+    ``/stats``), or a client sees its agent id change on a successful resume.
+
+    figure: duplicates seen (backend counter + client agent changes); threshold
+    ``max_duplicates`` (0); n: resumes checked. Without ``/stats`` the backend's
+    side is unknown: inconclusive unless the clients already saw a change.
+    """
+    limit = th["duplicate_agent"]["max_duplicates"]
+    resumed = resumes(run.events)
+    changed = resumed[resumed["detail"] == AGENT_CHANGED]
+    stats = run.server_stats.dropna(subset=["duplicate_agents_total"])
+    dup = backend_duplicates(run.server_stats)
+    # The counter restarts at 0 with each backend process: add up the last value of each.
+    backend_count = int(stats.groupby("pid")["duplicate_agents_total"].max().sum()) if len(stats) else 0
+    figure = backend_count + len(changed)
+    evidence = evidence_rows(
+        changed.assign(what="agent id changed on resume"), ("ts", "user", "session", "agent", "what")
+    )
+    if len(dup):
+        first = dup.iloc[0]
+        evidence.insert(
+            0,
+            {
+                "time": utc(first["ts"]),
+                "what": "backend reported a duplicate agent",
+                "max_agents_per_session": first["max_agents_per_session"],
+                "duplicate_agents_total": first["duplicate_agents_total"],
+            },
+        )
+    figures = dict(
+        figure=figure,
+        unit="duplicates",
+        threshold=limit,
+        n=len(resumed),
+        evidence=evidence,
+        details={
+            "backend_duplicate_agents_total": backend_count,
+            "backend_max_agents_per_session": float(stats["max_agents_per_session"].max()) if len(stats) else None,
+            "client_agent_changes": len(changed),
+            "resumes": len(resumed),
+            "stats_samples": len(stats),
+        },
+    )
+    if figure > limit or len(dup):
+        return Verdict(
+            NAME,
+            Status.FAIL,
+            f"{figure} duplicate agent(s) (backend {backend_count}, clients {len(changed)})",
+            **figures,
+        )
+    if stats.empty:
+        why = run.problem_with("server_stats.csv") or "no backend /stats samples"
+        return inconclusive(NAME, f"the backend's side is unknown: {why}", **figures)
+    if resumed.empty:
+        return inconclusive(NAME, "no session was resumed: nothing could duplicate an agent", **figures)
+    return Verdict(NAME, Status.PASS, f"one agent per session across {len(resumed)} resumes", **figures)

@@ -1,0 +1,171 @@
+"""zombie and refresh: silent sockets are reaped in time; a refreshed token never costs the socket."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from agentws.events import Kind
+from agentws.protocol import DEFAULT_HB_INTERVAL_MS, IDLE_TIMEOUT_FACTOR, Close
+
+from ..rundir import Run
+from .base import Status, Verdict, evidence_rows, inconclusive, skipped
+from .messages import ran
+
+ZOMBIE = "zombie"
+REFRESH = "refresh"
+ZOMBIE_USER = "ZombieUser"
+#: A heartbeating client is never idle: a 4001 to it reaps a live client.
+HEARTBEAT_USER = "HeartbeatUser"
+REFRESH_USER = "TokenRefreshUser"
+REAPED = str(int(Close.HEARTBEAT_TIMEOUT))
+
+
+def zombie_rounds(events: pd.DataFrame) -> pd.DataFrame:
+    """Each ZombieUser round's end: the backend's close (ok=1) or the client giving up (ok=0).
+
+    ``bound_ms``: the backend's announced ``idle_timeout_ms`` (sent with the close's detail).
+    """
+    rounds = events[(events["cls"] == ZOMBIE_USER) & (events["kind"] == Kind.CLOSE)].copy()
+    idle = rounds["detail"].astype(str).str.extract(r"idle_timeout_ms=(\d+)", expand=False)
+    rounds["idle_timeout_ms"] = pd.to_numeric(idle, errors="coerce")
+    return rounds
+
+
+def judge_zombie(run: Run, th: dict) -> Verdict:
+    """Every silent socket (a ZombieUser after ``hello``) is closed with 4001
+    within the backend's ``idle_timeout_ms`` (announced in ``welcome``) plus
+    ``grace_ms``, measured from the client's last frame. Fails on a zombie left
+    open (``close`` ok=0: never reaped within the client's wait), closed with
+    another code, reaped too late, or a 4001 sent to a HeartbeatUser (a live
+    client reaped).
+
+    figure: the slowest reap (ms); threshold: idle timeout + grace (or
+    ``reap_max_ms``); n: zombie rounds.
+    """
+    th = th["zombie"]
+    ev = run.events
+    rounds = zombie_rounds(ev)
+    if rounds.empty:
+        if not ran(run, ZOMBIE_USER):
+            return skipped(ZOMBIE, f"no {ZOMBIE_USER} in this run")
+        return inconclusive(ZOMBIE, "no zombie round ended during the run (run shorter than the idle timeout?)")
+    idle = rounds["idle_timeout_ms"].max()
+    if pd.isna(idle):
+        idle = _embedded_idle_timeout(run)
+    bound = th["reap_max_ms"] or (idle + th["grace_ms"] if pd.notna(idle) else None)
+    reaped = rounds[(rounds["ok"] == 1) & (rounds["code"] == REAPED)]
+    never = rounds[rounds["ok"] == 0]
+    other = rounds[(rounds["ok"] == 1) & (rounds["code"] != REAPED)]
+    late = reaped[reaped["latency_ms"] > bound] if bound is not None else reaped.iloc[:0]
+    live_reaped = ev[(ev["cls"] == HEARTBEAT_USER) & (ev["kind"] == Kind.CLOSE) & (ev["code"] == REAPED)]
+    failures = pd.concat([never, late, live_reaped]).sort_values("ts")
+    figure = float(reaped["latency_ms"].max()) if len(reaped) else None
+    figures = dict(
+        figure=figure,
+        unit="ms",
+        threshold=bound,
+        n=len(rounds),
+        evidence=evidence_rows(
+            failures.assign(what=_why(failures, never, late)), ("ts", "user", "session", "latency_ms", "what")
+        ),
+        details={
+            "reaped": len(reaped),
+            "never_reaped": len(never),
+            "reaped_late": len(late),
+            "closed_otherwise": {str(c): int(n) for c, n in other["code"].value_counts().items() if n},
+            "heartbeat_clients_reaped": len(live_reaped),
+            "idle_timeout_ms": idle,
+            "backend_zombies_reaped_total": _backend_reaped(run),
+        },
+    )
+    parts = []
+    if len(never):
+        parts.append(f"{len(never)} zombie(s) never reaped")
+    if len(late):
+        parts.append(f"{len(late)} reaped later than {bound:.0f} ms")
+    if len(live_reaped):
+        parts.append(f"{len(live_reaped)} heartbeating client(s) reaped as zombies")
+    if parts:
+        return Verdict(ZOMBIE, Status.FAIL, "; ".join(parts), **figures)
+    if reaped.empty:
+        return inconclusive(ZOMBIE, "no zombie was closed with 4001 (only other closes)", **figures)
+    if bound is None:
+        return inconclusive(ZOMBIE, "the backend's idle timeout is unknown: set zombie.reap_max_ms", **figures)
+    return Verdict(
+        ZOMBIE,
+        Status.PASS,
+        f"{len(reaped)} zombies reaped with 4001, slowest {figure:.0f} ms <= {bound:.0f} ms",
+        **figures,
+    )
+
+
+def _embedded_idle_timeout(run: Run) -> float:
+    """The embedded backend's idle timeout from its command line (runs recorded before clients sent it)."""
+    if not (run.meta.get("backend") or {}).get("embedded"):
+        return float("nan")
+    args = run.backend_args
+    if "--idle-timeout-ms" in args:
+        return float(args["--idle-timeout-ms"])
+    return float(args.get("--hb-interval-ms", DEFAULT_HB_INTERVAL_MS)) * IDLE_TIMEOUT_FACTOR
+
+
+def _why(failures: pd.DataFrame, never: pd.DataFrame, late: pd.DataFrame) -> list[str]:
+    return [
+        "never reaped" if i in never.index else "reaped late" if i in late.index else "heartbeating client reaped"
+        for i in failures.index
+    ]
+
+
+def _backend_reaped(run: Run) -> float | None:
+    s = run.server_stats
+    if "zombies_reaped_total" not in s or s["zombies_reaped_total"].isna().all():
+        return None
+    return float(s.groupby("pid")["zombies_reaped_total"].max().sum())
+
+
+def refresh_failures(events: pd.DataFrame) -> pd.DataFrame:
+    """Refreshes unanswered or followed by a close, unenforced expiry, and seq gaps of refreshing clients."""
+    ev = events[events["cls"] == REFRESH_USER]
+    kind = ev["kind"]
+    failed = (kind.isin([Kind.REFRESH, Kind.REFRESH_REQUIRED]) & (ev["ok"] == 0)) | (kind == Kind.CHUNK_GAP)
+    return ev[failed]
+
+
+def judge_refresh(run: Run, th: dict) -> Verdict:
+    """Every ``refresh`` over the open socket is answered with ``refreshed``, and
+    none is followed by a close or a seq gap on that socket; a token left to
+    expire is closed with 4002 after the grace (``refresh_required`` ok=0 when
+    it was not). Judged on TokenRefreshUser events.
+
+    figure: failures; threshold ``max_failures`` (0); n: refreshes.
+    """
+    limit = th["refresh"]["max_failures"]
+    ev = run.events
+    refreshes = ev[(ev["cls"] == REFRESH_USER) & (ev["kind"] == Kind.REFRESH)]
+    failures = refresh_failures(ev)
+    answered = int((refreshes["ok"] == 1).sum())
+    figures = dict(
+        figure=len(failures),
+        unit="failures",
+        threshold=limit,
+        n=len(refreshes),
+        evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "code", "detail")),
+        details={
+            "answered": answered,
+            "by_detail": {str(d): int(n) for d, n in failures["detail"].value_counts().items() if n},
+            "expiry_closes_4002": int(
+                ((ev["kind"] == Kind.CLOSE) & (ev["code"] == str(int(Close.TOKEN_EXPIRED)))).sum()
+            ),
+        },
+    )
+    if len(failures) > limit:
+        return Verdict(
+            REFRESH, Status.FAIL, f"{len(failures)} refresh failure(s): {figures['details']['by_detail']}", **figures
+        )
+    if refreshes.empty:
+        if not ran(run, REFRESH_USER):
+            return skipped(REFRESH, f"no {REFRESH_USER} in this run")
+        return inconclusive(REFRESH, "no token was refreshed (token TTL longer than the run?)", **figures)
+    return Verdict(
+        REFRESH, Status.PASS, f"{answered} refreshes answered on the open socket, no close or gap after any", **figures
+    )

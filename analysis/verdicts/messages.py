@@ -1,0 +1,110 @@
+"""delivery and context: nothing lost, doubled or reordered; a resumed session is the same session."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from agentws.events import Kind
+
+from ..rundir import Run
+from .base import Status, Verdict, evidence_rows, inconclusive, skipped
+
+DELIVERY = "delivery"
+CONTEXT = "context"
+#: The user class whose traffic both verdicts are judged on.
+CONVERSATION = "ConversationUser"
+#: Welcome details of a resume that kept the agent but not its context (users/session_state.py).
+CONTEXT_CHANGED = ("resumed:turns_differ", "resumed:ctx_hash_changed")
+EXPIRED_CLEANLY = "expired cleanly"
+
+
+def ran(run: Run, cls: str) -> bool:
+    """Did any user of class ``cls`` take part (by meta.json, or by its events)?"""
+    return bool((run.meta.get("user_classes") or {}).get(cls)) or bool((run.events["cls"] == cls).any())
+
+
+def delivery_failures(events: pd.DataFrame) -> pd.DataFrame:
+    """Every sequenced frame lost (a gap), delivered twice, out of order, or a stream with a bad sha256."""
+    kind = events["kind"]
+    failed = (kind.isin([Kind.CHUNK_GAP, Kind.DUP_FRAME])) | (
+        kind.isin([Kind.STREAM_DONE, Kind.NOTIFY]) & (events["ok"] == 0)
+    )
+    return events[failed]
+
+
+def judge_delivery(run: Run, th: dict) -> Verdict:
+    """Fails on any sequenced frame lost (``chunk_gap``: a seq or chunk index
+    skipped), delivered twice (``dup_frame``, ``notify`` duplicate), out of order
+    (``notify`` out_of_order), a push missing after a resume, or a streamed reply
+    that is incomplete or whose sha256 does not match (``stream_done`` ok=0).
+
+    figure: failures; threshold ``max_failures`` (0); n: streams completed plus
+    pushes received.
+    """
+    limit = th["delivery"]["max_failures"]
+    ev = run.events
+    checked = ev[ev["kind"].isin([Kind.STREAM_DONE, Kind.NOTIFY])]
+    failures = delivery_failures(ev)
+    figures = dict(
+        figure=len(failures),
+        unit="frames",
+        threshold=limit,
+        n=len(checked),
+        evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "seq", "detail")),
+        details={
+            "by_kind": {
+                f"{k}:{d}": int(c) for (k, d), c in failures.groupby(["kind", "detail"], observed=True).size().items()
+            },
+            "streams_complete": int(((ev["kind"] == Kind.STREAM_DONE) & (ev["ok"] == 1)).sum()),
+            "pushes_received": int(((ev["kind"] == Kind.NOTIFY) & (ev["ok"] == 1)).sum()),
+            "replays": int((ev["kind"] == Kind.REPLAY).sum()),
+        },
+    )
+    if len(failures) > limit:
+        kinds = ", ".join(f"{c} {k}" for k, c in figures["details"]["by_kind"].items())
+        return Verdict(DELIVERY, Status.FAIL, f"{len(failures)} delivery failure(s): {kinds}", **figures)
+    if checked.empty:
+        if not ran(run, CONVERSATION):
+            return skipped(DELIVERY, f"no {CONVERSATION} in this run: no streams or pushes to check")
+        return inconclusive(DELIVERY, "no stream finished and no push arrived: nothing was checked", **figures)
+    d = figures["details"]
+    return Verdict(
+        DELIVERY,
+        Status.PASS,
+        f"{d['streams_complete']} streams complete with matching sha256, "
+        f"{d['pushes_received']} pushes once each in order",
+        **figures,
+    )
+
+
+def judge_context(run: Run, th: dict) -> Verdict:
+    """Fails when a resume inside the window came back with another turn count
+    or context hash (``welcome`` resumed:turns_differ / resumed:ctx_hash_changed),
+    when the history compared after a resume differs (``history_check`` ok=0),
+    or when a gap past the window did not start clean with ``reason: expired``.
+
+    figure: failures; threshold ``max_failures`` (0); n: history checks.
+    """
+    limit = th["context"]["max_failures"]
+    ev = run.events
+    checks = ev[ev["kind"] == Kind.HISTORY_CHECK]
+    changed = ev[(ev["kind"] == Kind.WELCOME) & ev["detail"].isin(CONTEXT_CHANGED)]
+    failures = pd.concat([checks[checks["ok"] == 0], changed]).sort_values("ts")
+    expired = int((checks["detail"] == EXPIRED_CLEANLY).sum())
+    kept = int(((checks["ok"] == 1) & (checks["detail"] != EXPIRED_CLEANLY)).sum())
+    figures = dict(
+        figure=len(failures),
+        unit="sessions",
+        threshold=limit,
+        n=len(checks),
+        evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "detail")),
+        details={"context_kept": kept, "expired_cleanly": expired, "welcome_context_changed": len(changed)},
+    )
+    if len(failures) > limit:
+        return Verdict(CONTEXT, Status.FAIL, f"{len(failures)} session(s) came back with other context", **figures)
+    if checks.empty:
+        if not ran(run, CONVERSATION):
+            return skipped(CONTEXT, f"no {CONVERSATION} in this run: no history to compare")
+        return inconclusive(CONTEXT, "no session was resumed and compared", **figures)
+    tail = f", {expired} expired cleanly past the window" if expired else "; no gap went past the window"
+    return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept agent, turns and history{tail}", **figures)
