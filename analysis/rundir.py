@@ -211,6 +211,9 @@ def _read_csv(
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
             frame = _read_leniently(file, header, use)
     skipped = sum(str(w.message).count("Skipping line") for w in caught)
+    if _ends_mid_row(file) and len(frame):
+        frame = frame.iloc[:-1]  # a writer stopped mid-row: the fields it did write are not to be trusted
+        skipped += 1
     for c in missing:
         frame[c] = np.nan
     frame["ts"] = pd.to_numeric(frame["ts"], errors="coerce")
@@ -251,6 +254,12 @@ def _clean_events(events: pd.DataFrame) -> pd.DataFrame:
     classes, class_codes = np.unique(class_of_user.astype(str), return_inverse=True)
     events["cls"] = pd.Categorical.from_codes(class_codes[events["user"].cat.codes.to_numpy()], categories=classes)
     return events
+
+
+def _ends_mid_row(file: Path) -> bool:
+    with file.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
 
 
 def _text(value) -> str:

@@ -48,13 +48,18 @@ async def flush(registry: Registry, store) -> None:
 
 
 async def housekeeping(backend: Backend, store) -> None:
+    """Expire sessions often enough for the resume window; write to the store every flush interval."""
     config, registry = backend.config, backend.registry
-    interval = min(config.flush_interval_ms / 1000, max(0.05, config.resume_window_s / 4))
+    flush_every = config.flush_interval_ms / 1000
+    tick = min(flush_every, max(0.05, config.resume_window_s / 4))
+    next_flush = time.monotonic() + flush_every
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(tick)
         registry.expire(time.time())
         backend.limiter.prune()
-        await flush(registry, store)
+        if time.monotonic() >= next_flush:
+            next_flush = time.monotonic() + flush_every
+            await flush(registry, store)
 
 
 async def watch_parent(pid: int, stop: asyncio.Event) -> None:

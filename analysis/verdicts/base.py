@@ -71,10 +71,10 @@ def evidence_rows(events: pd.DataFrame, columns=("ts", "user", "session", "kind"
 def _row(record: dict) -> dict:
     out = {}
     for k, v in record.items():
+        if isinstance(v, float) and math.isnan(v):
+            continue
         if k == "ts":
             out["time"] = utc(v)
-        elif isinstance(v, float) and math.isnan(v):
-            continue
         elif v != "":
             out[k] = v
     return out

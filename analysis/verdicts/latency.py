@@ -10,22 +10,21 @@ from agentws.events import Kind
 from ..rundir import Run
 from ..stats import Quantile, min_samples_for_upper_bound, quantile
 from .base import MAX_EVIDENCE, Status, Verdict, evidence_rows, inconclusive
+from .causes import BRIEF_GAPS, UNPLANNED, restart_windows
 
 NAME = "reconnect-latency"
 
-#: Disconnect details of a planned brief absence (users/flapping.py, users/conversation.py).
-BRIEF_GAPS = ("flap_close", "planned_gap_brief")
-#: Disconnect details of an absence the client did not choose.
-UNPLANNED = ("server_close", "lost")
 #: A failed reconnect the client chose not to retry (a close code that says stop): not a latency.
 NOT_RETRIED = "stopped by close code"
 
 
-def reconnects(events: pd.DataFrame) -> pd.DataFrame:
+def reconnects(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
     """Every reconnect attempt with its latency (inf if it never came back) and the cause of the gap.
 
-    The cause is the detail of the same user's disconnect just before: a planned
-    brief gap, a planned longer gap, or unplanned (the server closed, the link died).
+    The cause is ``restart`` when the reconnect finished during a backend
+    restart's storm (``restarts``: (down, settled) windows), else the detail of the
+    same user's disconnect just before: a planned brief gap, a planned longer
+    gap, or unplanned (the server closed, the link died).
     """
     ev = events[["ts", "user", "session", "kind", "ok", "latency_ms", "code", "detail"]]
     rec = ev[(ev["kind"] == Kind.RECONNECT) & (ev["detail"] != NOT_RETRIED)].copy()
@@ -35,9 +34,12 @@ def reconnects(events: pd.DataFrame) -> pd.DataFrame:
     gone["user"] = gone["user"].astype(str)
     rec = pd.merge_asof(rec.sort_values("ts"), gone.sort_values("ts"), on="ts", by="user", direction="backward")
     gap = rec["gap"].astype(str)
+    in_restart = np.zeros(len(rec), dtype=bool)
+    for down, settled in restarts:
+        in_restart |= rec["ts"].between(down, settled).to_numpy()
     rec["cause"] = np.select(
-        [gap.isin(BRIEF_GAPS), gap.isin(UNPLANNED), gap.str.startswith("planned_gap")],
-        ["brief", "unplanned", "planned"],
+        [in_restart, gap.isin(BRIEF_GAPS), gap.isin(UNPLANNED), gap.str.startswith("planned_gap")],
+        ["restart", "brief", "unplanned", "planned"],
         "unknown",
     )
     return rec
@@ -76,12 +78,12 @@ def judge(run: Run, th: dict) -> Verdict:
     """
     th = th["reconnect_latency"]
     conf = th["confidence"]
-    rec = reconnects(run.events)
+    rec = reconnects(run.events, restart_windows(run))
     if rec.empty:
         return inconclusive(NAME, "no reconnects in this run", unit="ms", threshold=th["p99_max_ms"])
     status, q, why = judge_p99(rec["latency_ms"], th["p99_max_ms"], conf)
     judgements = {"all": (status, q, why)}
-    brief = rec[rec["cause"] == "brief"]
+    brief = rec[rec["cause"] == "brief"]  # a flap that ran into a restart waited for the backend, not a gap
     if len(brief):
         judgements["brief"] = judge_p99(brief["latency_ms"], th["brief_p99_max_ms"], conf)
     statuses = [s for s, _, _ in judgements.values()]

@@ -74,9 +74,10 @@ def judge(run: Run, th: dict) -> Verdict:
        more than ``fd_slack``, threads by more than ``thread_slack``, or more than
        ``max_close_wait`` CLOSE_WAIT sockets.
 
-    figure: the growth slope (MiB/h) of the longest process window, with its
-    lower bound. A plain significance test is not used: a healthy garbage-
-    collected server's RSS drifts "significantly" in almost every long run.
+    figure: the unexplained growth (last plateau minus first, MiB) of the
+    longest process window; bound: its slope's lower 95 % bound (MiB/h). A
+    plain significance test is not used: a healthy garbage-collected server's
+    RSS drifts "significantly" in almost every long run.
     """
     th = th["leak"]
     series = backend_series(run)
@@ -90,14 +91,17 @@ def judge(run: Run, th: dict) -> Verdict:
     failures = [g["finding"] for g in growth["windows"] if g["leaking"]] + drain["findings"]
     main = max(growth["windows"], key=lambda g: g["n"], default=None)
     figures = dict(
-        figure=main["slope_mib_per_hour"] if main else None,
-        unit="MiB/h",
-        threshold=th["max_slope_mib_per_hour"],
+        figure=main["growth_mib"] if main else None,
+        unit="MiB grown",
+        threshold=th["min_growth_mib"],
         n=int(len(series)),
         bound=main["slope_low_mib_per_hour"] if main else None,
-        bound_label="95 % lower bound of the Theil-Sen slope" if main else "",
+        bound_label=f"95 % lower bound of the slope, MiB/h (fails above {th['max_slope_mib_per_hour']:g})"
+        if main
+        else "",
         evidence=[{"what": f} for f in failures],
         details={
+            "slope_mib_per_hour": main["slope_mib_per_hour"] if main else None,
             "kib_per_connection": per_conn / 1024 if per_conn is not None else None,
             "windows": growth["windows"],
             **drain["figures"],
@@ -147,7 +151,8 @@ def _growth(series: pd.DataFrame, start: float, end: float, per_conn: float | No
 
 
 def _growth_finding(slope: float, growth: float, pid) -> str:
-    return f"RSS grows {slope:.1f} MiB/h beyond live connections ({growth / MIB:.1f} MiB) in pid {pid}"
+    where = "" if pd.isna(pid) else f" in pid {int(pid)}"
+    return f"RSS grows {slope:.1f} MiB/h beyond live connections ({growth / MIB:.1f} MiB){where}"
 
 
 def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: dict) -> dict:
@@ -191,8 +196,8 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
 
 
 def _pass_summary(windows: list[dict], drained: dict) -> str:
-    slopes = ", ".join(f"{w['slope_mib_per_hour']:.2f}" for w in windows if w["slope_mib_per_hour"] is not None)
+    why = "; ".join(f"{w['growth_mib']:.1f} MiB, {w['reason']}" for w in windows)
     return (
-        f"no growth beyond live connections (slope {slopes} MiB/h); after the drain "
+        f"no leak beyond live connections ({why}); after the drain "
         f"{drained['held_mib']:.1f} MiB held over {drained['cycles']} cycles, fds and threads back to baseline"
     )

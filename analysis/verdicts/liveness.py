@@ -9,6 +9,7 @@ from agentws.protocol import DEFAULT_HB_INTERVAL_MS, IDLE_TIMEOUT_FACTOR, Close
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, inconclusive, skipped
+from .causes import restart_windows
 from .messages import ran
 
 ZOMBIE = "zombie"
@@ -123,11 +124,17 @@ def _backend_reaped(run: Run) -> float | None:
     return float(s.groupby("pid")["zombies_reaped_total"].max().sum())
 
 
-def refresh_failures(events: pd.DataFrame) -> pd.DataFrame:
-    """Refreshes unanswered or followed by a close, unenforced expiry, and seq gaps of refreshing clients."""
+def refresh_failures(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
+    """Refreshes unanswered or followed by a close, unenforced expiry, and seq gaps of refreshing clients.
+
+    A close during a backend restart (``restarts``: (down, settled) windows) is the
+    restart's doing, not the refresh's: the restart verdict judges it.
+    """
     ev = events[events["cls"] == REFRESH_USER]
     kind = ev["kind"]
     failed = (kind.isin([Kind.REFRESH, Kind.REFRESH_REQUIRED]) & (ev["ok"] == 0)) | (kind == Kind.CHUNK_GAP)
+    for down, settled in restarts:
+        failed &= ~ev["ts"].between(down - 1.0, settled)
     return ev[failed]
 
 
@@ -142,7 +149,7 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
     limit = th["refresh"]["max_failures"]
     ev = run.events
     refreshes = ev[(ev["cls"] == REFRESH_USER) & (ev["kind"] == Kind.REFRESH)]
-    failures = refresh_failures(ev)
+    failures = refresh_failures(ev, restart_windows(run))
     answered = int((refreshes["ok"] == 1).sum())
     figures = dict(
         figure=len(failures),

@@ -6,48 +6,58 @@ import numpy as np
 import pandas as pd
 
 from agentws.events import Kind
-from agentws.protocol import Close
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, skipped, utc
-from .latency import UNPLANNED
+from .causes import UNPLANNED, restart_windows
+from .messages import CONTEXT_CHANGED, delivery_failures
 
 NAME = "restart"
-GOING_AWAY = str(int(Close.SERVICE_RESTART))
 #: Clients cut off by a restart see their disconnect within this many seconds of it.
 CUT_OFF_WITHIN_S = 5.0
+#: Clients with a session event this long before a restart held a session at it.
+ACTIVE_BEFORE_S = 10.0
+#: A planned gap past the resume window (users/conversation.py): its next session is new by design.
+EXTENDED_GAP = "planned_gap_extended"
 
 
-def restart_times(run: Run) -> list[float]:
-    """When the backend went down: the harness's record, else the first 1012 close of each storm."""
-    recorded = [float(r["ts"]) for r in (run.meta.get("backend") or {}).get("restarts") or [] if "ts" in r]
-    if recorded:
-        return sorted(recorded)
-    ev = run.events
-    closes = np.sort(ev.loc[(ev["kind"] == Kind.CLOSE) & (ev["code"] == GOING_AWAY), "ts"].to_numpy())
-    if len(closes) == 0:
-        return []
-    starts = closes[np.r_[True, np.diff(closes) > 30.0]]
-    return [float(t) for t in starts]
+def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame:
+    """One row per client with a session at the restart at ``at``: when it came back, whether its session
+    did, and whether what the session held came back with it (no frame lost, same context) within ``horizon_s``.
 
-
-def comebacks(events: pd.DataFrame, at: float) -> pd.DataFrame:
-    """One row per client cut off by the restart at ``at``: when it came back and whether its session did."""
+    Clients connected at the restart are *cut off* (``cut_ts``: their disconnect).
+    Clients away in a planned gap hold a session too: their next welcome counts,
+    unless the gap was planned past the resume window (a new session is expected).
+    """
     ev = events
     cut = ev[
         (ev["kind"] == Kind.DISCONNECT)
         & ev["detail"].isin(UNPLANNED)
         & ev["ts"].between(at - 0.5, at + CUT_OFF_WITHIN_S)
     ]
-    users = cut.groupby("user", observed=True)["ts"].min().rename("cut_ts").reset_index()
+    around = ev[ev["ts"].between(at - ACTIVE_BEFORE_S, at) & (ev["session"] != "")]
+    last_gone = ev[(ev["ts"] < at) & (ev["kind"] == Kind.DISCONNECT)].groupby("user", observed=True)["detail"].last()
+    expiring = set(last_gone[last_gone == EXTENDED_GAP].index) - set(cut["user"])
+    users = pd.DataFrame({"user": sorted(set(around["user"]) - expiring)})
+    users["cut_ts"] = users["user"].map(cut.groupby("user", observed=True)["ts"].min())
     after = ev[(ev["ts"] >= at) & ev["user"].isin(users["user"])]
     back = after[(after["kind"] == Kind.RECONNECT) & (after["ok"] == 1)].groupby("user", observed=True)["ts"].min()
     welcome = after[after["kind"] == Kind.WELCOME].groupby("user", observed=True).first()
     out = users.set_index("user")
-    out["back_s"] = (back.reindex(out.index) - at).astype(float)
+    out["back_s"] = (back.reindex(out.index) - at).astype(float).where(out["cut_ts"].notna())
     out["welcome"] = welcome["detail"].astype(str).reindex(out.index)
     out["session"] = welcome["session"].astype(str).reindex(out.index)
     out["resumed"] = out["welcome"].str.startswith("resumed")
+    soon = after[after["ts"] <= at + horizon_s]
+    damaged = pd.concat(
+        [
+            delivery_failures(soon),
+            soon[(soon["kind"] == Kind.HISTORY_CHECK) & (soon["ok"] == 0)],
+            soon[(soon["kind"] == Kind.WELCOME) & soon["detail"].isin(CONTEXT_CHANGED)],
+        ]
+    )
+    first_damage = damaged.groupby("user", observed=True).first()
+    out["damage"] = (first_damage["kind"].astype(str) + ":" + first_damage["detail"].astype(str)).reindex(out.index)
     return out.reset_index()
 
 
@@ -63,21 +73,24 @@ def judge(run: Run, th: dict) -> Verdict:
     closes): every client cut off by it (an unplanned disconnect within 5 s) has
     resumed within ``back_within_s``, and its first ``welcome`` afterwards says
     ``resumed`` (its session was inside the window, so a new session means the
-    backend lost it). Clients whose run ended before the bound are not counted.
+    backend lost it), with its state: no delivery failure, history difference
+    or context change for that client within the bound (a backend that forgot
+    the last pushes or stream frames resumes the session but not its content).
+    Clients whose run ended before the bound are not counted.
 
     figure: sessions that came back new; threshold ``max_sessions_lost`` (0);
     n: clients cut off. Also reported: the storm's peak reconnects per second,
     the backoff jitter's job being to keep it low.
     """
     th = th["restart"]
-    times = restart_times(run)
+    times = [down for down, _ in restart_windows(run)]
     if not times:
         return skipped(NAME, "no backend restart in this run")
     _, end = run.load_window
     rows, storms = [], []
     for at in times:
-        c = comebacks(run.events, at).assign(restart=utc(at))
-        c = c[~(c["back_s"].isna() & (end < at + th["back_within_s"]))]  # ran out of run, not of time
+        c = comebacks(run.events, at, th["back_within_s"]).assign(restart=utc(at))
+        c = c[~(c["back_s"].isna() & c["cut_ts"].notna() & (end < at + th["back_within_s"]))]  # run ended first
         rows.append(c)
         storms.append(
             {
@@ -87,21 +100,29 @@ def judge(run: Run, th: dict) -> Verdict:
             }
         )
     clients = pd.concat(rows, ignore_index=True)
-    late = clients[~(clients["back_s"] <= th["back_within_s"])]
-    lost = clients[clients["welcome"].notna() & ~clients["resumed"].astype(bool)]
-    bad = pd.concat([late.assign(what="not back within the bound"), lost.assign(what="session came back new")])
+    late = clients[clients["cut_ts"].notna() & ~(clients["back_s"] <= th["back_within_s"])]
+    new = clients["welcome"].notna() & ~clients["resumed"].astype(bool)
+    lost = clients[new | clients["damage"].notna()]
+    bad = pd.concat(
+        [
+            late.assign(what="not back within the bound"),
+            clients[new].assign(what="session came back new"),
+            clients[~new & clients["damage"].notna()].assign(what="session resumed without its state"),
+        ]
+    )
     figures = dict(
         figure=len(lost),
         unit="sessions lost",
         threshold=th["max_sessions_lost"],
         n=len(clients),
         evidence=evidence_rows(
-            bad.rename(columns={"cut_ts": "ts"}), ("ts", "user", "session", "back_s", "welcome", "what")
+            bad.rename(columns={"cut_ts": "ts"}), ("ts", "user", "session", "back_s", "welcome", "damage", "what")
         ),
         details={
             "restarts": storms,
             "back_s_p50": float(clients["back_s"].median()) if len(clients) else None,
             "back_s_max": float(clients["back_s"].max()) if len(clients) else None,
+            "cut_off": int(clients["cut_ts"].notna().sum()),
             "not_back": len(late),
             "back_within_s": th["back_within_s"],
         },
@@ -110,7 +131,10 @@ def judge(run: Run, th: dict) -> Verdict:
         return Verdict(NAME, Status.INCONCLUSIVE, "no client was connected when the backend restarted", **figures)
     problems = []
     if len(lost) > th["max_sessions_lost"]:
-        problems.append(f"{len(lost)} of {len(clients)} sessions came back new ({lost['welcome'].iloc[0]})")
+        problems.append(
+            f"{len(lost)} of {len(clients)} sessions lost across the restart "
+            f"({int(new.sum())} came back new, {int((~new & clients['damage'].notna()).sum())} without their state)"
+        )
     if len(late):
         problems.append(f"{len(late)} client(s) not back within {th['back_within_s']:.0f} s")
     peak = max(s["peak_reconnects_per_s"] for s in storms)
@@ -119,7 +143,7 @@ def judge(run: Run, th: dict) -> Verdict:
     return Verdict(
         NAME,
         Status.PASS,
-        f"{len(clients)} clients back within {clients['back_s'].max():.1f} s, every session resumed; "
-        f"peak {peak} reconnects/s",
+        f"{int(clients['cut_ts'].notna().sum())} clients cut off, all back within {clients['back_s'].max():.1f} s; "
+        f"all {len(clients)} sessions held at the restart resumed intact; peak {peak} reconnects/s",
         **figures,
     )

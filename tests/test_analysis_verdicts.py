@@ -1,0 +1,216 @@
+"""Every verdict on real runs: a clean run passes them all, each planted fault fails the verdict it targets.
+
+The runs are real ``locust --headless`` processes of the root locustfile against
+the embedded reference backend on loopback (tests/locustfiles/verdict_runs.py),
+several at once. The analysis runs as users run it: ``python -m analysis RUN_DIR``.
+Bad input is made from a copy of the clean run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.locustfiles.verdict_runs import MAY_ALSO_FAIL, SPECS, TARGET, analyse, run_all
+
+pytestmark = pytest.mark.timeout(600)
+
+EXIT_PASS, EXIT_FAIL, EXIT_CANNOT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, int | None]]:
+    root = tmp_path_factory.mktemp("verdict-runs")
+    done = run_all(list(SPECS), root, parallel=4)
+    for name, (run_dir, _) in done.items():
+        assert (run_dir / "meta.json").exists(), (
+            f"run {name} left no run directory; log:\n" + (root / f"{name}.log").read_text()[-3000:]
+        )
+    return done
+
+
+def verdicts_of(run_dir: Path) -> dict[str, dict]:
+    document = json.loads((run_dir / "verdicts.json").read_text())
+    return {v["name"]: v for v in document["verdicts"]}
+
+
+def judged(run_dir: Path, *extra: str) -> tuple[int, dict[str, dict], str]:
+    done = analyse(run_dir, *extra)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, verdicts_of(run_dir), done.stdout + done.stderr
+
+
+def copy_of(runs, name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    shutil.copytree(runs[name][0], target)
+    for produced in ("verdicts.json", "report.html"):
+        (target / produced).unlink(missing_ok=True)
+    return target
+
+
+# -- the clean run and the faults ------------------------------------------------------------
+
+
+def test_clean_run_passes_every_verdict(runs):
+    code, verdicts, out = judged(runs["clean"][0])
+    statuses = {name: v["status"] for name, v in verdicts.items()}
+    assert statuses == dict.fromkeys(statuses, "pass"), out
+    assert code == EXIT_PASS
+    assert len(verdicts) == 9
+    for v in verdicts.values():
+        assert v["n"] > 0 and v["summary"], v
+    latency = verdicts["reconnect-latency"]
+    assert latency["bound"] is not None and latency["bound"] >= latency["figure"]
+    assert (runs["clean"][0] / "report.html").stat().st_size > 0
+
+
+@pytest.mark.parametrize("fault", sorted(TARGET))
+def test_planted_fault_fails_its_verdict(runs, fault):
+    code, verdicts, out = judged(runs[fault][0])
+    target = verdicts[TARGET[fault]]
+    assert target["status"] == "fail", out
+    assert code == EXIT_FAIL
+    assert target["evidence"], f"{fault}: a failed verdict must show its evidence"
+    # A fault aimed at one verdict fails no other (but what a restart forgot is missed by conversations too).
+    collateral = {n for n, v in verdicts.items() if v["status"] == "fail"} - {
+        TARGET[fault],
+        *MAY_ALSO_FAIL.get(fault, ()),
+    }
+    assert not collateral, out
+
+
+def test_quit_hook_makes_the_verdict_locusts_exit_code(runs):
+    run_dir, locust_code = runs["duplicate-agent"]
+    assert locust_code == EXIT_FAIL
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["verdicts_exit_code"] == EXIT_FAIL and meta["complete"] is True
+
+
+def test_evidence_names_sessions_and_times(runs):
+    _, verdicts, _ = judged(runs["duplicate-agent"][0])
+    rows = [r for r in verdicts["duplicate-agent"]["evidence"] if "session" in r]
+    assert rows and all(r["time"].endswith("Z") and r["session"] for r in rows)
+
+
+def test_baseline_comparison_in_table_and_report(runs):
+    code, _, out = judged(runs["leak"][0], "--baseline", str(runs["clean"][0]))
+    assert code == EXIT_FAIL
+    assert "(base " in out
+    assert "clean" in (runs["leak"][0] / "report.html").read_text()
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_missing_events_make_event_verdicts_inconclusive(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    (run_dir / "events.csv").unlink()
+    code, verdicts, out = judged(run_dir)
+    assert code == EXIT_INCONCLUSIVE
+    assert "events.csv: missing" in out
+    assert verdicts["reconnect-latency"]["status"] == "inconclusive"
+    assert verdicts["harness-health"]["status"] == "inconclusive"
+    assert "events.csv" in verdicts["harness-health"]["summary"]
+
+
+def test_empty_samples_make_leak_inconclusive(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    (run_dir / "samples.csv").write_text("")
+    code, verdicts, _ = judged(run_dir)
+    assert code == EXIT_INCONCLUSIVE
+    assert verdicts["leak"]["status"] == "inconclusive"
+    assert "samples.csv: empty" in verdicts["leak"]["summary"]
+
+
+def test_truncated_events_are_read_and_reported(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    events = run_dir / "events.csv"
+    data = events.read_bytes()
+    events.write_bytes(data[: len(data) - 37])  # a crash mid-row
+    code, verdicts, out = judged(run_dir)
+    assert code == EXIT_INCONCLUSIVE  # harness health says the input was bad: never a pass
+    assert "events.csv: 1 malformed row(s) skipped" in out
+    assert verdicts["delivery"]["status"] == "pass"  # what could be read was still judged
+
+
+def test_corrupt_events_and_meta_never_crash(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    (run_dir / "events.csv").write_bytes(b"\x00\xff\xfe garbage \x00\n" * 50)
+    (run_dir / "meta.json").write_text('{"run_id": "x", ')
+    code, verdicts, out = judged(run_dir)
+    assert code in (EXIT_INCONCLUSIVE, EXIT_FAIL)
+    assert "meta.json: not valid JSON" in out
+    assert "events.csv" in out
+    assert all(v["status"] != "pass" for n, v in verdicts.items() if n in ("reconnect-latency", "harness-health"))
+
+
+def test_remote_backend_without_stats(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    (run_dir / "server_stats.csv").unlink()
+    code, verdicts, _ = judged(run_dir)
+    assert code == EXIT_INCONCLUSIVE
+    assert verdicts["duplicate-agent"]["status"] == "inconclusive"
+    assert "server_stats.csv: missing" in verdicts["duplicate-agent"]["summary"]
+
+
+def test_run_with_no_reconnects(runs, tmp_path):
+    run_dir = copy_of(runs, "no-reap", tmp_path)
+    events = run_dir / "events.csv"
+    lines = events.read_text().splitlines(keepends=True)
+    events.write_text("".join(line for line in lines if ",reconnect," not in line))
+    _, verdicts, _ = judged(run_dir)
+    assert verdicts["reconnect-latency"]["status"] == "inconclusive"
+    assert verdicts["reconnect-latency"]["summary"] == "no reconnects in this run"
+
+
+def test_too_few_reconnects_for_the_bound_is_inconclusive(runs):
+    _, verdicts, _ = judged(runs["refresh-breaks"][0])
+    latency = verdicts["reconnect-latency"]
+    assert latency["status"] == "inconclusive" and latency["n"] < 299
+    assert "needs 299" in latency["summary"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[leak]\nmin_growth_mib = 'big'\n", "leak.min_growth_mib must be a number"),
+        ("[leak]\nmin_grwoth_mib = 3\n", "unknown key leak.min_grwoth_mib"),
+        ("[leek]\n", "unknown section [leek]"),
+        ("[leak\n", "not valid TOML"),
+    ],
+)
+def test_bad_thresholds_file(runs, tmp_path, content, message):
+    file = tmp_path / "thresholds.toml"
+    file.write_text(content)
+    done = analyse(runs["clean"][0], "--thresholds", str(file))
+    assert done.returncode == EXIT_CANNOT
+    assert message in done.stderr and str(file) in done.stderr
+
+
+def test_thresholds_file_moves_a_verdict(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    file = tmp_path / "strict.toml"
+    file.write_text("[reconnect_latency]\np99_max_ms = 0.001\nbrief_p99_max_ms = 0.001\n")
+    code, verdicts, _ = judged(run_dir, "--thresholds", str(file))
+    assert verdicts["reconnect-latency"]["status"] == "fail" and code == EXIT_FAIL
+    document = json.loads((run_dir / "verdicts.json").read_text())
+    assert document["thresholds"]["reconnect_latency"]["p99_max_ms"] == 0.001
+
+
+def test_not_a_run_directory(tmp_path):
+    done = analyse(tmp_path / "nowhere")
+    assert done.returncode == EXIT_CANNOT
+    assert "no such directory" in done.stderr
+    done = analyse(tmp_path, "--baseline", str(tmp_path / "nowhere"))
+    assert done.returncode == EXIT_CANNOT and "nowhere" in done.stderr
+
+
+def test_empty_directory_is_judged_inconclusive_not_passed(tmp_path):
+    code, verdicts, out = judged(tmp_path)
+    assert code == EXIT_INCONCLUSIVE
+    assert all(v["status"] in ("inconclusive", "skipped") for v in verdicts.values())
+    for file in ("meta.json", "events.csv", "samples.csv", "server_stats.csv"):
+        assert f"{file}: missing" in out
