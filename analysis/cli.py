@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import report, thresholds
 from .rundir import NotARunDirectory, Run, load
-from .verdicts import ExitCode, Status, Verdict, exit_code, judge_all
+from .verdicts import NAMES, ExitCode, Status, Verdict, exit_code, judge_all
 
 logger = logging.getLogger("analysis")
 
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--thresholds", metavar="FILE", help="TOML file overriding analysis/thresholds.toml")
     ap.add_argument("--baseline", metavar="OTHER_RUN_DIR", help="a previous run to compare against in the report")
     ap.add_argument("--no-report", action="store_true", help="verdicts only (no report.html)")
+    ap.add_argument(
+        "--gate",
+        metavar="NAMES",
+        help="comma-separated verdicts the exit code is decided on (default: all); the others are still reported",
+    )
     ap.add_argument("--json", action="store_true", help="print verdicts.json instead of the table")
     return ap
 
@@ -49,15 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         th = thresholds.load(args.thresholds)
+        gate = parse_gate(args.gate)
         run = load(args.run_dir)
         baseline = load(args.baseline) if args.baseline else None
-    except (thresholds.ThresholdError, NotARunDirectory) as e:
+    except (thresholds.ThresholdError, NotARunDirectory, ValueError) as e:
         print(f"analysis: {e}", file=sys.stderr)
         return ExitCode.CANNOT_ANALYSE
     verdicts = judge_all(run, th)
     base_verdicts = judge_all(baseline, th) if baseline is not None else None
-    code = exit_code(verdicts)
-    document = verdicts_document(run, verdicts, th, code, baseline)
+    code = exit_code(verdicts, gate)
+    document = verdicts_document(run, verdicts, th, code, baseline) | {"gate": list(gate)}
     try:
         write_atomically(run.path / VERDICTS_FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
         if not args.no_report:
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(document, indent=1))
     else:
-        print(table(run, verdicts, base_verdicts))
+        print(table(run, verdicts, base_verdicts, gate))
         print(f"\n{_outcome(code)} in {time.perf_counter() - started:.1f} s")
         print(f"verdicts: {run.path / VERDICTS_FILE}")
         if not args.no_report:
@@ -91,7 +97,20 @@ def verdicts_document(run: Run, verdicts: list[Verdict], th: dict, code: int, ba
     }
 
 
-def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = None) -> str:
+def parse_gate(text: str | None) -> tuple[str, ...]:
+    """``--gate`` names, checked: a typo must not quietly leave a verdict out of the gate."""
+    if not text:
+        return NAMES
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"--gate: unknown verdict(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(NAMES)})"
+        )
+    return names
+
+
+def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = None, gate=NAMES) -> str:
     """The verdict table as plain text: status, figure vs threshold, n, and why."""
     rows = [("verdict", "status", "figure", "threshold", "n", "why")]
     base = {v.name: v for v in baseline or []}
@@ -99,7 +118,8 @@ def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = No
         figure = _fmt(v.figure, v.unit)
         if v.name in base and base[v.name].figure is not None and v.figure is not None:
             figure += f" (base {_fmt(base[v.name].figure, '')})"
-        rows.append((v.name, v.status.upper(), figure, _fmt(v.threshold, ""), str(v.n), v.summary))
+        status = v.status.upper() if v.name in gate else f"({v.status}, not gated)"
+        rows.append((v.name, status, figure, _fmt(v.threshold, ""), str(v.n), v.summary))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [f"run {run.run_id}" + (f"  ({len(run.problems)} input problem(s))" if run.problems else "")]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
@@ -125,7 +145,7 @@ def _overall(code: int) -> str:
 
 def _outcome(code: int) -> str:
     return {
-        ExitCode.PASS: "PASS: every verdict passed",
+        ExitCode.PASS: "PASS: every gated verdict passed",
         ExitCode.FAIL: "FAIL: at least one verdict failed",
         ExitCode.INCONCLUSIVE: "INCONCLUSIVE: nothing failed, but not every verdict could be judged (exit 3)",
     }[code]

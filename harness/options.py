@@ -14,6 +14,9 @@ from pathlib import Path
 
 import psutil
 
+from analysis import thresholds
+from analysis.cli import parse_gate
+from scenarios.catalog import SCENARIOS
 from server_stub.config import parse_rate_limit, parse_store, positive
 from server_stub.faults import Fault
 
@@ -79,7 +82,12 @@ def add_arguments(parser) -> None:
     g = parser
     g.add_argument("--run-dir", default="runs", help="root of the run directories (runs/<run-id>/, runs/latest)")
     g.add_argument("--run-id", default="", help="name of this run's directory (default: UTC timestamp + random)")
-    g.add_argument("--scenario", default="", help="scenario name recorded in meta.json")
+    g.add_argument(
+        "--scenario",
+        default="",
+        choices=["", *SCENARIOS],
+        help="a scenario of scenarios/catalog.py: its users and knobs (with scenarios/shape.py), recorded in meta.json",
+    )
     g.add_argument(
         "--sample-interval",
         type=positive(float),
@@ -114,6 +122,15 @@ def add_arguments(parser) -> None:
     )
     g.add_argument(
         "--verdicts", action="store_true", default=False, help="run the analysis at the end; exit with its code"
+    )
+    g.add_argument(
+        "--thresholds",
+        default="",
+        metavar="FILE",
+        help="verdict thresholds (TOML) for --verdicts; default the analysis's",
+    )
+    g.add_argument(
+        "--gate", default="", metavar="NAMES", help="verdicts the --verdicts exit code is decided on (default: all)"
     )
     g.add_argument("--analyser", default="analysis", help="module run as `python -m MODULE RUN_DIR` by --verdicts")
     # The embedded backend: used when no --host is given.
@@ -173,6 +190,24 @@ def validate(options) -> None:
         raise OptionError("--run-id", f"{root / options.run_id} already exists")
     if options.stub_restart_at is not None and options.host:
         raise OptionError("--stub-restart-at", "only the embedded backend (no --host) can be restarted")
+    run_time = options.run_time or 0
+    if options.stub_restart_at is not None and run_time and float(options.stub_restart_at) >= run_time:
+        raise OptionError("--stub-restart-at", f"{options.stub_restart_at} s is not within the {run_time} s run")
+    if options.scenario and run_time and run_time < SCENARIOS[options.scenario].min_seconds:
+        need = SCENARIOS[options.scenario].min_seconds
+        raise OptionError(
+            "--run-time", f"{run_time} s cannot fit scenario {options.scenario}: it needs {need} s or more"
+        )
+    if options.gate:
+        try:
+            parse_gate(options.gate)
+        except ValueError as e:
+            raise OptionError("--gate", str(e).removeprefix("--gate: ")) from None
+    if options.thresholds:
+        try:
+            thresholds.load(options.thresholds)
+        except thresholds.ThresholdError as e:
+            raise OptionError("--thresholds", str(e)) from None
 
 
 def stub_args(options) -> list[str]:

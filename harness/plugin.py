@@ -29,6 +29,7 @@ from locust import events
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from agentws.events import EVENT_COLUMNS
+from scenarios.catalog import SCENARIOS
 
 from . import __version__, exports, options, verdicts
 from .embedded import EmbeddedBackend
@@ -136,6 +137,8 @@ class Run:
         for dest, value in self.secrets.items():
             if getattr(self.options, dest, None) in ("", None):
                 setattr(self.options, dest, value)
+        if not self.options.headless:
+            self._apply_scenario_from_form()
         self.dir.meta.setdefault("test_starts_utc", []).append(time.time())
         self.dir.meta["host"] = environment.host
         self.dir.save()
@@ -143,6 +146,24 @@ class Run:
         at = self.options.stub_restart_at
         if at not in (None, "") and self.backend is not None:
             gevent.spawn_later(float(at), self._scheduled_restart)
+
+    def _apply_scenario_from_form(self) -> None:
+        """A scenario picked in the web UI's form brings its knobs (the shape brings its users)."""
+        opts = self.options
+        if not opts.scenario or opts.scenario == self.dir.meta.get("scenario"):
+            return
+        scenario = SCENARIOS[opts.scenario]
+        for key, value in scenario.options.items():
+            dest = key.replace("-", "_")
+            if dest.startswith("stub_"):
+                logger.warning("scenario %s: %s applies only from the command line (--config)", scenario.name, key)
+            elif hasattr(opts, dest):
+                current = getattr(opts, dest)
+                setattr(opts, dest, type(current)(value) if isinstance(current, int | float | str) else value)
+        opts.drain = scenario.drain
+        self.dir.meta["scenario"] = scenario.name
+        self.dir.meta["options"] = {k: v for k, v in sorted(vars(opts).items()) if not options.is_secret(k)}
+        logger.info("scenario %s picked in the web UI: its options apply from this test on", scenario.name)
 
     def _on_test_stop(self, environment, **_) -> None:
         # The analysis takes the load phase to end here and the drain to follow.
@@ -192,7 +213,8 @@ class Run:
         self.dir.close(exit_reason=self._exit_reason(interrupted))
         logger.info("run directory closed: %s", self.dir.path)
         if self.options.verdicts:
-            code = verdicts.run_analysis(self.dir.path, self.options.analyser)
+            extra = [f"--{k}={v}" for k in ("thresholds", "gate") if (v := getattr(self.options, k))]
+            code = verdicts.run_analysis(self.dir.path, self.options.analyser, extra)
             environment.process_exit_code = code
             meta["verdicts_exit_code"] = code
             self.dir.save()

@@ -39,6 +39,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
@@ -58,17 +59,25 @@ MASTER_SILENT_S = 5.0  #: no heartbeat reply from the master for this long: it i
 DRAIN_TIMEOUT_S = 10.0  #: how long the master waits for the workers' final batches at quit
 
 
+#: An observer of the rows written to ``events.csv`` (lists of tuples in EVENT_COLUMNS order), e.g. the web UI's tab.
+Observer = Callable[[list], None]
+
+
 class LocalRecorder:
     """Single process: events go straight to ``events.csv`` with ``worker = "local"``."""
 
     def __init__(self, environment, sink: CsvSink) -> None:
         self.sink = sink
         self.received = 0
+        self.observers: list[Observer] = []
         protocol_events(environment).add_listener(self._on_event)
 
     def _on_event(self, event, **_) -> None:
-        self.sink.write((event[0], "local", *event[2:]))
+        row = (event[0], "local", *event[2:])
+        self.sink.write(row)
         self.received += 1
+        for observe in self.observers:
+            observe([row])
 
     def summary(self) -> dict:
         return {"events_received": self.received, "per_worker": {"local": {"received": self.received}}}
@@ -204,19 +213,26 @@ class MasterRecorder:
         self.sink = sink
         self.tallies: dict[str, Tally] = {}
         self.not_flushed: list[str] = []
+        self.observers: list[Observer] = []
         environment.runner.register_message(MESSAGE, self._on_batch)
         # A master has no users, but a plugin might emit there: keep those too.
         protocol_events(environment).add_listener(self._on_local_event)
 
     def _on_local_event(self, event, **_) -> None:
-        self.sink.write((event[0], "master", *event[2:]))
+        row = (event[0], "master", *event[2:])
+        self.sink.write(row)
+        for observe in self.observers:
+            observe([row])
 
     def _on_batch(self, environment, msg, **_) -> None:
         worker = msg.node_id
         data = msg.data
         rows = data["events"]
         width = len(EVENT_COLUMNS)
-        self.sink.write_many([(r[0], worker, *r[2:width]) for r in rows])
+        written = [(r[0], worker, *r[2:width]) for r in rows]
+        self.sink.write_many(written)
+        for observe in self.observers:
+            observe(written)
         tally = self.tallies.setdefault(worker, Tally())
         tally.received += len(rows)
         tally.emitted = data["emitted"]

@@ -101,6 +101,11 @@ class Telemetry:
         self.interval = interval
         self.backend_pid = backend_pid
         self.notes: list[dict] = []  #: backend gone / back, polls failing / recovered: meta.json's record
+        #: The last round, for live views: ``ts``, ``backend`` and ``locust`` (sample rows as dicts), ``stats``
+        #: (the last ``/stats`` answer, ``{}`` when it failed) and ``stats_error``.
+        self.latest: dict = {}
+        #: Called with :attr:`latest` after every round (the web UI's Resilience tab keeps its history this way).
+        self.observers: list[Callable[[dict], None]] = []
         self._procs: dict[int, psutil.Process] = {}
         self._cpu_prev: tuple[float, float] | None = None  # (wall, cpu seconds) from /metrics
         self._backend_up: bool | None = None
@@ -134,11 +139,24 @@ class Telemetry:
     def sample(self) -> None:
         ts = time.time()
         host = self.environment.host or ""
-        self.samples.write(self._backend_row(ts, host))
-        for row in self._locust_rows(ts):
+        backend = self._backend_row(ts, host)
+        self.samples.write(backend)
+        locust_rows = list(self._locust_rows(ts))
+        for row in locust_rows:
             self.samples.write(row)
-        if host:
-            self._poll_stats(ts, host)
+        stats, error = self._poll_stats(ts, host) if host else ({}, "")
+        self.latest = {
+            "ts": ts,
+            "backend": dict(zip(SAMPLE_COLUMNS, backend, strict=True)),
+            "locust": [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in locust_rows],
+            "stats": stats,
+            "stats_error": error,
+        }
+        for observe in self.observers:
+            try:
+                observe(self.latest)
+            except Exception:  # a live view's bug must not stop the sampling
+                logger.exception("telemetry observer %r failed", observe)
 
     def _proc(self, pid: int) -> psutil.Process:
         proc = self._procs.get(pid)
@@ -230,7 +248,8 @@ class Telemetry:
                 "",
             )
 
-    def _poll_stats(self, ts: float, host: str) -> None:
+    def _poll_stats(self, ts: float, host: str) -> tuple[dict, str]:
+        """One ``server_stats.csv`` row; returns the answer (``{}`` on failure) and the error text."""
         try:
             with self._get(f"{http_base(host)}/stats") as r:
                 stats = json.load(r)
@@ -247,6 +266,7 @@ class Telemetry:
             if self._stats_ok is not None or not ok:
                 self.notes.append({"ts": ts, "event": "stats ok" if ok else "stats failing", "error": error})
             self._stats_ok = ok
+        return stats, error
 
 
 def _cell(value):

@@ -26,6 +26,11 @@ FAILED_TO_RUN = 2
 
 def run_analysis(run_dir: Path, module: str = "analysis", timeout: float = TIMEOUT_S) -> int:
     """Run the analyser on ``run_dir``; return its exit code (2 if it could not run)."""
+    return analyse(run_dir, module, timeout)[0]
+
+
+def analyse(run_dir: Path, module: str = "analysis", timeout: float = TIMEOUT_S) -> tuple[int, str]:
+    """Run the analyser on ``run_dir``; its exit code (2 if it could not run) and what it printed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", module, str(run_dir)]
     logger.info("running the analysis: %s", " ".join(cmd))
@@ -33,13 +38,14 @@ def run_analysis(run_dir: Path, module: str = "analysis", timeout: float = TIMEO
         done = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         logger.error("the analysis (%s) did not finish within %.0f s", module, timeout)
-        return FAILED_TO_RUN
+        return FAILED_TO_RUN, f"the analysis did not finish within {timeout:.0f} s"
     except OSError as e:
         logger.error("could not run the analysis (%s): %s", module, e)
-        return FAILED_TO_RUN
-    for line in (done.stdout + done.stderr).splitlines()[-40:]:
+        return FAILED_TO_RUN, f"could not run the analysis: {e}"
+    output = done.stdout + done.stderr
+    for line in output.splitlines()[-40:]:
         logger.info("analysis: %s", line)
     if done.returncode == 1 and "No module named" in done.stderr:
         logger.error("analysis module %r not found", module)
-        return FAILED_TO_RUN
-    return done.returncode
+        return FAILED_TO_RUN, output
+    return done.returncode, output

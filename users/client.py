@@ -56,6 +56,7 @@ class AgentClient:
         self.hb_sent: dict[int, float] = {}
         self._ids = itertools.count(1)
         self._last_ack = 0.0
+        self.connections_opened = 0
         secure = self.ws_url.startswith("wss") or self.token_url.startswith("https")
         self.ssl = shared_ssl_context(self.settings.tls_verify, self.settings.ca_file) if secure else None
 
@@ -120,6 +121,7 @@ class AgentClient:
                 headers=s.header_dict(),
                 subprotocols=s.subprotocol_list(),
                 ssl_context=self.ssl,
+                source=self.next_source_address(),
             )
         except ConnectError as err:
             self.record(Kind.CONNECT, False, code=err.status or "", detail=str(err))
@@ -138,6 +140,14 @@ class AgentClient:
         self.retry_after_ms = 0.0
         self.fire(name, started)
         return True
+
+    def next_source_address(self) -> str | None:
+        """The local address of the next connection: each one from the next of ``--source-addresses``."""
+        addresses = self.settings.source_address_list()
+        if not addresses:
+            return None
+        self.connections_opened += 1
+        return addresses[self.connections_opened % len(addresses)]
 
     def _hello(self, asked_resume: bool) -> str:
         """Send ``hello`` and read up to ``welcome``; '' on success, else the failure template."""

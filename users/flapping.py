@@ -41,7 +41,15 @@ class FlappingUser(AgentUser):
         gevent.sleep(self.jittered(s.flap_disconnected_ms))
         self.cycles += 1
         if s.flap_cycles and self.cycles >= s.flap_cycles:
+            if s.flap_final_turn:
+                self.settle()
             raise StopUser()
+
+    def settle(self) -> None:
+        """The plan's last step: a stable connection that sends a message and gets its whole reply."""
+        if self.connect_for_cycle():
+            self.client.turn("after flapping")  # recorded: stream_done (ok when complete, sha256 matching)
+            self.client.close()
 
     def connect_for_cycle(self) -> bool:
         client = self.client

@@ -23,6 +23,7 @@ class Settings:
     admin_token: str = ""
     ws_headers: str = ""  #: "Name: value; Name2: value2"
     ws_subprotocols: str = ""  #: comma-separated
+    source_addresses: str = ""  #: comma-separated local addresses; connections take them in turn
     tls_verify: bool = True
     ca_file: str = ""  #: "" -> the system's trust store
     connect_timeout_s: float = 5.0
@@ -37,6 +38,7 @@ class Settings:
     flap_new_session: bool = False
     flap_abrupt_share: float = 0.0
     flap_cycles: int = 0  #: 0 = no limit
+    flap_final_turn: bool = False  #: after the last cycle: resume, send a message, read the whole reply
     # HeartbeatUser
     hb_interval_ms: float = 0.0  #: 0 = the backend's, from welcome
     # ZombieUser
@@ -79,6 +81,9 @@ class Settings:
         pairs = (h.partition(":") for h in self.ws_headers.split(";") if h.strip())
         return {name.strip(): value.strip() for name, _, value in pairs}
 
+    def source_address_list(self) -> list[str]:
+        return [a.strip() for a in self.source_addresses.split(",") if a.strip()]
+
     def subprotocol_list(self) -> list[str]:
         return [p.strip() for p in self.ws_subprotocols.split(",") if p.strip()]
 
@@ -105,6 +110,7 @@ def _add_arguments(parser) -> None:
     arg("--admin-token", str, "bearer token for /admin/notify", is_secret=True)
     arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")
     arg("--ws-subprotocols", str, "subprotocols to offer, comma-separated")
+    arg("--source-addresses", str, "local addresses to connect from, in turn (e.g. 127.0.0.2,127.0.0.3)")
     arg("--tls-verify", _flag, "verify the server certificate for wss/https (false: check nothing)")
     arg("--ca-file", str, "PEM file of the CA(s) to trust for wss/https instead of the system's")
     arg("--connect-timeout-s", float, "bound on TCP connect + upgrade + welcome")
@@ -118,6 +124,7 @@ def _add_arguments(parser) -> None:
     arg("--flap-new-session", _flag, "FlappingUser: start a new session each cycle instead of resuming")
     arg("--flap-abrupt-share", float, "FlappingUser: share of cycles that cut TCP without a close frame")
     arg("--flap-cycles", int, "FlappingUser: cycles per user, then it stops (0 = until the run ends)")
+    arg("--flap-final-turn", _flag, "FlappingUser: after the last cycle, resume and send a message, read its reply")
     arg("--hb-interval-ms", float, "HeartbeatUser: heartbeat interval (0 = the backend's from welcome)")
     arg("--zombie-max-wait-s", float, "ZombieUser: give up waiting for the reap after this long")
     arg("--refresh-ahead-s", float, "TokenRefreshUser: refresh this long before the token expires")

@@ -70,8 +70,9 @@ def _judged(name, judge, run: Run, thresholds: dict) -> Verdict:
         return inconclusive(name, f"the analysis failed on this verdict: {type(e).__name__}: {e}")
 
 
-def exit_code(verdicts: list[Verdict]) -> int:
-    statuses = {v.status for v in verdicts}
+def exit_code(verdicts: list[Verdict], gate: tuple[str, ...] = NAMES) -> int:
+    """The outcome over the verdicts in ``gate`` (a scenario gates on the verdicts it is built to answer)."""
+    statuses = {v.status for v in verdicts if v.name in gate}
     if Status.FAIL in statuses:
         return ExitCode.FAIL
     if Status.INCONCLUSIVE in statuses:

@@ -1,0 +1,285 @@
+"""Every scenario: the question it answers, the seed test it reproduces, its population, timings and knobs.
+
+One place for each scenario's facts. The Locust config files next to this
+module (``scenarios/<name>.conf``) are generated from it (``python -m
+scenarios write``; a test fails when one is stale), the load shape reads it
+(:mod:`scenarios.shape`), and the README's table is checked against it.
+
+Numbers are the seed plans' (``../shared/seeds/``). Waits the plans measure in
+minutes are time-compressed through the backend's resume window (a gap "past
+the window" is past a 4 s window as truly as past a 300 s one); each such
+scenario keeps its full-length profile as ``<name>-full``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Backend options every time-compressed scenario shares: behaviours happen within seconds.
+COMPRESSED_BACKEND = {
+    "stub-hb-interval-ms": 1000,  # idle timeout 1.5 s
+    "stub-resume-window": 4,
+    "stub-chunk-delay-ms": 20,
+    "stub-token-ttl": 6,
+    "stub-refresh-grace-ms": 1000,
+}
+COMPRESSED_USERS = {
+    "token-ttl-s": 6,
+    "refresh-ahead-s": 2,
+    "zombie-max-wait-s": 6,
+    "gap-medium-s": 1,
+    "gap-extended-s": 0,  # the resume window (from welcome) + 1 s
+    "backoff-base-ms": 200,
+    "backoff-cap-ms": 2000,
+}
+COMPRESSED = COMPRESSED_BACKEND | COMPRESSED_USERS
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One question, answered by one command: ``locust --config scenarios/<name>.conf``."""
+
+    name: str
+    question: str
+    seed: str  #: the seed test plan it reproduces
+    criteria: str  #: success, in the verdicts' words
+    mix: dict[str, int]  #: user class -> weight (users are split by weight)
+    users: int
+    spawn_rate: float
+    seconds: int  #: run time
+    options: dict = field(default_factory=dict)  #: Locust / harness / user / backend options (names without --)
+    min_seconds: int = 5  #: shortest run in which the scenario can still show what it is for
+    drain: int = 10
+    gate: tuple[str, ...] = ()  #: the verdicts its exit code is decided on (() = all of them)
+
+    def config(self) -> dict:
+        """The Locust config file's settings, in order."""
+        return {
+            "locustfile": "locustfile.py,scenarios/shape.py",
+            "headless": "true",
+            "only-summary": "true",
+            "scenario": self.name,
+            "users": self.users,
+            "spawn-rate": self.spawn_rate,
+            "run-time": f"{self.seconds}s",
+            "drain": self.drain,
+            "verdicts": "true",
+            **({"gate": ",".join(self.gate)} if self.gate else {}),
+            **self.options,
+        }
+
+
+SOAK_MIX = {"HeartbeatUser": 12, "FlappingUser": 3, "TokenRefreshUser": 2, "ConversationUser": 3, "ZombieUser": 1}
+
+_ALL = [
+    Scenario(
+        "flapping",
+        "Does a client flapping 100 ms up / 50 ms down keep one agent and get its reply once it settles?",
+        "WS-RESILIENCE-006 (flapping): 20 cycles of 100 ms connected / 50 ms disconnected, then a stable message",
+        "duplicate-agent, delivery (the final reply complete, sha256 matching), leak",
+        {"FlappingUser": 1},
+        users=1,
+        spawn_rate=1,
+        seconds=20,
+        options={"flap-cycles": 20, "flap-final-turn": "true", "stub-chunk-delay-ms": 20},
+        min_seconds=5,
+        drain=3,
+        gate=("duplicate-agent", "leak", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "flapping-resources",
+        "Do 3 clients flapping at once stay within the plan's memory bound?",
+        "WS-RESILIENCE-006 resource check: 3 concurrent clients x 15 cycles, memory growth < 50 MB",
+        "leak (with the plan's bound: growth under 50 MiB), duplicate-agent",
+        {"FlappingUser": 1},
+        users=3,
+        spawn_rate=3,
+        seconds=15,
+        options={
+            "flap-cycles": 15,
+            "flap-final-turn": "true",
+            "thresholds": "scenarios/thresholds/flapping-resources.toml",
+        },
+        min_seconds=5,
+        drain=3,
+        gate=("duplicate-agent", "leak", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "flapping-scale",
+        "Does flapping at scale (hundreds of clients, thousands of cycles) leak or duplicate agents?",
+        "WS-RESILIENCE-006 at scale",
+        "duplicate-agent, leak (slope, held per cycle, fds and CLOSE_WAIT back to baseline), reconnect-latency",
+        {"FlappingUser": 1},
+        users=200,
+        spawn_rate=50,
+        seconds=120,
+        options={"flap-jitter": 0.2, "flap-abrupt-share": 0.1},
+        min_seconds=20,
+        gate=("duplicate-agent", "leak", "reconnect-latency", "harness-health"),
+    ),
+    Scenario(
+        "context",
+        "Does a resumed session keep its history and agent context, and does one past the window expire cleanly?",
+        "Context preservation TC1-TC5: history survives, agent context survives mid-workflow, another address, "
+        "10 reconnect cycles with 1-5 s gaps, brief / medium / extended gaps",
+        "context, delivery, reconnect-latency (brief gaps)",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=40,
+        options={**COMPRESSED, "turns-per-connection": 5, "gap-weights": "6,3,1", "ws-headers": "X-Client: context"},
+        min_seconds=15,
+        drain=5,
+        gate=("context", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "context-full",
+        "The context scenario at the plan's real lengths: 15 s, 2 min and 10 min gaps, a 5 min window.",
+        "Context preservation TC5 full length: brief 15 s, medium 2 min, extended 10 min (window 5 min)",
+        "context, delivery",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=1,
+        seconds=3600,
+        options={
+            "stub-resume-window": 300,
+            "gap-brief-s": 15,
+            "gap-medium-s": 120,
+            "gap-extended-s": 600,
+            "turns-per-connection": 5,
+        },
+        min_seconds=5,  # it starts and shows its first turns; the gaps it is for take an hour
+        gate=("context", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "midstream",
+        "Does a client cut off in the middle of a streamed reply get the rest of it, once, after reconnecting?",
+        "Mid-stream disconnection and recovery",
+        "delivery (no chunk lost or doubled, sha256 matching), context",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options={**COMPRESSED, "drop-mid-stream-share": 1.0, "gap-weights": "1,1,0"},
+        min_seconds=10,
+        drain=5,
+        gate=("delivery", "context", "harness-health"),
+    ),
+    Scenario(
+        "queuing",
+        "Are messages pushed while a client is away delivered on reconnect, once each, in order?",
+        "Message queuing while disconnected",
+        "delivery (pushes once each, in order), context",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options={**COMPRESSED, "pushes-while-away": 5, "gap-weights": "1,1,0", "drop-mid-stream-share": 0},
+        min_seconds=10,
+        drain=5,
+        gate=("delivery", "context", "harness-health"),
+    ),
+    Scenario(
+        "heartbeat",
+        "Do heartbeats keep live clients alive, and does the backend reap silent sockets in time?",
+        "Heartbeat and zombie cleanup",
+        "zombie (every silent socket closed with 4001 within idle timeout + grace, no live client reaped)",
+        {"HeartbeatUser": 3, "ZombieUser": 1},
+        users=20,
+        spawn_rate=20,
+        seconds=30,
+        options=dict(COMPRESSED),
+        min_seconds=10,
+        drain=5,
+        gate=("zombie", "leak", "harness-health"),
+    ),
+    Scenario(
+        "refresh",
+        "Does a token refresh over the open socket work without a reconnect or a broken stream?",
+        "Token refresh over the open socket",
+        "refresh (every refresh answered, no close or seq gap after one, expiry enforced with 4002)",
+        {"TokenRefreshUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options={**COMPRESSED, "refresh-expire-share": 0.2},
+        min_seconds=15,
+        drain=5,
+        gate=("refresh", "harness-health"),
+    ),
+    Scenario(
+        "restart",
+        "Can we deploy under load: does every client come back, with its session, after a backend restart?",
+        "Backend restart under load (SIGTERM)",
+        "restart (every client back within 30 s, every session inside its window resumed with its state; "
+        "peak reconnects/s reported), duplicate-agent, delivery",
+        SOAK_MIX,
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options={**COMPRESSED, "stub-resume-window": 10, "stub-restart-at": 15, "stub-flush-interval-ms": 5000},
+        min_seconds=25,
+        drain=5,
+        gate=("restart", "duplicate-agent", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "restart-kill",
+        "The restart scenario with kill -9: sessions survive up to the last store flush.",
+        "Backend restart under load (kill -9)",
+        "restart (every client back; sessions resumed: none changed in the last flush interval), duplicate-agent",
+        {"HeartbeatUser": 6, "FlappingUser": 3, "TokenRefreshUser": 2},
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options={
+            **COMPRESSED,
+            "stub-resume-window": 10,
+            "stub-restart-at": 15,
+            "stub-restart-kill": "true",
+        },
+        min_seconds=25,
+        drain=5,
+        gate=("restart", "duplicate-agent", "harness-health"),
+    ),
+    Scenario(
+        "soak",
+        "Over an hour of mixed clients, does the backend leak, duplicate agents, lose messages or reconnect slowly?",
+        "All seed plans together: long-lived heartbeat clients the majority, with flapping, refreshing and "
+        "conversation clients",
+        "all nine verdicts",
+        SOAK_MIX,
+        users=500,
+        spawn_rate=20,
+        seconds=3600,
+        options={"stub-resume-window": 30, "token-ttl-s": 120, "stub-token-ttl": 120, "gap-extended-s": 35},
+        min_seconds=30,
+        drain=30,
+    ),
+    Scenario(
+        "ci-soak",
+        "The soak in two minutes: the CI gate.",
+        "All seed plans together, time-compressed",
+        "all nine verdicts pass (a restart included)",
+        SOAK_MIX,
+        users=60,
+        spawn_rate=30,
+        seconds=120,
+        options={**COMPRESSED, "stub-resume-window": 8, "stub-restart-at": 60, "stub-flush-interval-ms": 5000},
+        min_seconds=20,
+        drain=10,
+    ),
+]
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
+
+
+class UnknownScenario(KeyError):
+    def __str__(self) -> str:
+        return f"unknown scenario {self.args[0]!r} (known: {', '.join(SCENARIOS)})"
+
+
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise UnknownScenario(name) from None
