@@ -37,6 +37,10 @@ STUB_PASSTHROUGH = {
 }
 
 
+#: The least run time left after a scheduled restart: the clients need it to come back (and be judged).
+RECOVERY_S = 5.0
+
+
 class OptionError(SystemExit):
     """A refused option value: the message names the option; the process exits 2."""
 
@@ -191,12 +195,16 @@ def validate(options) -> None:
     if options.stub_restart_at is not None and options.host:
         raise OptionError("--stub-restart-at", "only the embedded backend (no --host) can be restarted")
     run_time = options.run_time or 0
-    if options.stub_restart_at is not None and run_time and float(options.stub_restart_at) >= run_time:
-        raise OptionError("--stub-restart-at", f"{options.stub_restart_at} s is not within the {run_time} s run")
     if options.scenario and run_time and run_time < SCENARIOS[options.scenario].min_seconds:
         need = SCENARIOS[options.scenario].min_seconds
         raise OptionError(
             "--run-time", f"{run_time} s cannot fit scenario {options.scenario}: it needs {need} s or more"
+        )
+    if options.stub_restart_at is not None and run_time and float(options.stub_restart_at) + RECOVERY_S > run_time:
+        raise OptionError(
+            "--stub-restart-at",
+            f"{options.stub_restart_at} s leaves the clients of a {run_time} s run "
+            f"less than {RECOVERY_S:.0f} s to come back",
         )
     if options.gate:
         try:

@@ -1,0 +1,187 @@
+"""Scenarios: every config file loads and runs briefly with its verdicts; the restart and flapping
+scenarios fail on the faults they exist to catch; bad input is refused before any load starts.
+
+Runs are real ``locust --config scenarios/<name>.conf`` processes (time-compressed with ``-t``
+and ``--drain``), several at once, each with its embedded backend on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scenarios.__main__ import config_text
+from scenarios.catalog import SCENARIOS
+from scenarios.table import markdown
+from tests.locustfiles.harness_runs import ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+#: name -> extra arguments of its brief run (None: the scenario's own numbers). Every scenario is here.
+BRIEF = {
+    "flapping": [],
+    "flapping-resources": [],
+    "flapping-scale": ["-u", "20", "-r", "20", "-t", "20s"],
+    "context": ["-t", "15s"],
+    "context-full": ["-u", "2", "-t", "5s"],
+    "midstream": ["-t", "10s"],
+    "queuing": ["-t", "10s"],
+    "heartbeat": ["-t", "16s"],
+    "refresh": ["-t", "15s"],
+    "restart": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
+    "restart-kill": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
+    "soak": ["-u", "30", "-r", "30", "-t", "30s", "--drain", "3"],
+    "ci-soak": ["-u", "30", "-t", "24s", "--stub-restart-at", "10"],
+}
+#: Brief runs that must fail: (scenario, fault) -> the verdict that must fail.
+FAULTS = {
+    ("restart", "forget-on-restart"): "restart",
+    ("flapping", "duplicate-agent"): "duplicate-agent",
+    ("flapping-scale", "leak"): "leak",
+}
+#: A 3 s drain instead of each scenario's: enough for the leak verdict's return to baseline.
+DRAIN = ["--drain", "3"]
+#: Verdicts a brief run may leave inconclusive for want of samples (never allowed to fail).
+TOO_BRIEF_FOR = {"reconnect-latency", "leak", "context", "refresh", "zombie", "restart", "delivery"}
+
+
+def locust(*args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def run_brief(jobs: dict[str, list[str]], root: Path, parallel: int = 4, timeout: float = 180) -> dict:
+    """Run ``jobs`` (run id -> locust args), ``parallel`` at a time; run id -> (exit code, run dir, log)."""
+    pending, running, done = list(jobs.items()), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            run_id, args = pending.pop(0)
+            log = root / f"{run_id}.log"
+            running[run_id] = (locust(*args, "--run-dir", str(root), "--run-id", run_id, log=log), time.monotonic())
+        for run_id, (proc, started) in list(running.items()):
+            if proc.poll() is None and time.monotonic() - started < timeout:
+                continue
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            del running[run_id]
+            done[run_id] = (proc.returncode, root / run_id, (root / f"{run_id}.log").read_text(errors="replace"))
+        time.sleep(0.2)
+    return done
+
+
+def verdicts(run_dir: Path) -> dict[str, str]:
+    return {v["name"]: v["status"] for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"]}
+
+
+@pytest.fixture(scope="module")
+def brief_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenario-runs")
+    jobs = {name: ["--config", f"scenarios/{name}.conf", *DRAIN, *extra] for name, extra in BRIEF.items()}
+    for (name, fault), _ in FAULTS.items():
+        jobs[f"{name}+{fault}"] = ["--config", f"scenarios/{name}.conf", *DRAIN, *BRIEF[name], "--stub-fault", fault]
+    return run_brief(jobs, root)
+
+
+def test_every_scenario_has_a_brief_run():
+    assert set(BRIEF) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
+    code, run_dir, log = brief_runs[name]
+    assert (run_dir / "verdicts.json").exists(), log[-3000:]
+    statuses = verdicts(run_dir)
+    assert "fail" not in statuses.values(), log[-3000:]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["scenario"] == name and meta["complete"] is True
+    mix = SCENARIOS[name].mix
+    assert {c for c, n in meta["user_classes"].items() if n} == set(mix), meta["user_classes"]
+    gate = SCENARIOS[name].gate or tuple(statuses)
+    for verdict in gate:
+        assert statuses[verdict] == "pass" or verdict in TOO_BRIEF_FOR, (verdict, log[-3000:])
+    assert code in (0, 3), log[-3000:]
+    assert "verdict " in log and "report:" in log  # the run ends with its verdict table
+
+
+@pytest.mark.parametrize("name", ["flapping", "flapping-resources", "restart", "restart-kill", "heartbeat"])
+def test_scenarios_pass_their_gate_even_when_brief(brief_runs, name):
+    code, run_dir, log = brief_runs[name]
+    assert code == 0, log[-3000:]
+
+
+@pytest.mark.parametrize(("name", "fault"), sorted(FAULTS))
+def test_scenario_fails_on_its_fault(brief_runs, name, fault):
+    code, run_dir, log = brief_runs[f"{name}+{fault}"]
+    assert verdicts(run_dir)[FAULTS[(name, fault)]] == "fail", log[-3000:]
+    assert code == 1
+
+
+def test_restart_scenario_reports_the_storm(brief_runs):
+    _, run_dir, _ = brief_runs["restart"]
+    restart = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "restart")
+    assert restart["details"]["restarts"][0]["peak_reconnects_per_s"] > 0
+    assert "peak" in restart["summary"]
+
+
+def test_context_scenario_reconnects_from_other_addresses(brief_runs):
+    _, run_dir, _ = brief_runs["context"]
+    backend_log = (run_dir / "backend.log").read_text()
+    assert "Traceback" not in backend_log
+    assert verdicts(run_dir)["context"] == "pass"
+
+
+# -- bad input: refused before any load starts ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "scenarios/flapping.conf", "--scenario", "nope"], "invalid choice: 'nope'"),
+        (["--config", "scenarios/restart.conf", "-t", "10s"], "cannot fit scenario restart"),
+        (["--config", "scenarios/flapping.conf", "--stub-restart-at", "18"], "less than 5 s to come back"),
+        (["--config", "scenarios/flapping.conf", "--gate", "leak,bogus"], "unknown verdict(s) bogus"),
+        (["--config", "scenarios/flapping.conf", "--thresholds", "nowhere.toml"], "no such thresholds file"),
+        (["--config", "BADCONF"], "unrecognized arguments: --flap-cyclez=3"),
+    ],
+)
+def test_bad_input_is_refused_before_load(tmp_path, args, message):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("locustfile = locustfile.py,scenarios/shape.py\nheadless = true\nflap-cyclez = 3\n")
+    args = [str(conf) if a == "BADCONF" else a for a in args]
+    log = tmp_path / "log"
+    proc = locust(*args, "--run-dir", str(tmp_path / "runs"), log=log)
+    assert proc.wait(60) != 0
+    text = log.read_text()
+    assert message in text, text[-2000:]
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.name != "latest"], "no run directory for a refusal"
+
+
+# -- one place for each fact -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_config_file_is_generated_from_the_catalog(name):
+    assert (ROOT / "scenarios" / f"{name}.conf").read_text() == config_text(name), "run: python -m scenarios write"
+
+
+def test_readme_table_is_current():
+    text = (ROOT / "scenarios" / "README.md").read_text()
+    table = text.split("<!-- scenarios:begin -->\n")[1].split("\n<!-- scenarios:end -->")[0]
+    assert table == markdown(), "regenerate the table: python -m scenarios.table"
