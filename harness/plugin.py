@@ -13,6 +13,9 @@ the run in this order, so that nothing is lost and ``meta.json`` is written last
 5. close ``meta.json`` (end time, counts, exit reason, ``complete: true``);
 6. with ``--verdicts``, run the analysis and take its exit code.
 
+With a web UI, :mod:`harness.webui` adds the Resilience tab: the backend's figures
+live, and the analysis each time a test stops there.
+
 Worker: ship protocol events to the master and add its pid/fds/threads to the
 stats reports Locust already sends.
 """
@@ -55,6 +58,7 @@ class Run:
         self.closed = False
         self.max_users: dict[str, int] = {}
         self.secrets: dict[str, str] = {}
+        self.tab = None  #: the web UI's Resilience tab (harness.webui.ResilienceTab), when there is a web UI
 
     # -- opening ------------------------------------------------------------------
     def open(self) -> Run:
@@ -186,6 +190,8 @@ class Run:
         if self.closed:
             return
         self.closed = True
+        if self.tab is not None:
+            self.tab.close()  # an analysis started by a stop in the web UI must not write into a closing run
         runner = environment.runner
         interrupted = runner.state in (STATE_RUNNING, STATE_SPAWNING)
         self._on_users()
@@ -213,8 +219,7 @@ class Run:
         self.dir.close(exit_reason=self._exit_reason(interrupted))
         logger.info("run directory closed: %s", self.dir.path)
         if self.options.verdicts:
-            extra = [f"--{k}={v}" for k in ("thresholds", "gate") if (v := getattr(self.options, k))]
-            code = verdicts.run_analysis(self.dir.path, self.options.analyser, extra)
+            code = verdicts.run_analysis(self.dir.path, self.options.analyser, verdicts.analyser_args(self.options))
             environment.process_exit_code = code
             meta["verdicts_exit_code"] = code
             self.dir.save()
@@ -288,6 +293,10 @@ def _on_init(environment, runner, web_ui=None, **_) -> None:
         logger.error("invalid option %s", e)
         sys.stderr.write(f"locust: error: {e}\n")
         raise
+    if web_ui is not None:
+        from . import webui  # pandas and the analysis's functions: loaded only where there is a web UI
+
+        current.tab = webui.ResilienceTab(current, web_ui)
 
 
 def _setup_worker(environment, opts) -> None:

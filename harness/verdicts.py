@@ -6,7 +6,11 @@ repository on ``PYTHONPATH``. The analysis reads only the run directory (it
 never imports ``users`` or ``harness``), writes ``verdicts.json`` and
 ``report.html`` there, and its exit code becomes Locust's: 0 every verdict
 passed, 1 a verdict failed, 3 inconclusive (anything else: the analysis itself
-failed). A missing module or a timeout gives exit code 2.
+failed). A missing module or a timeout gives exit code 2. ``--thresholds`` and
+``--gate`` are passed on to it.
+
+The web UI's Resilience tab (:mod:`harness.webui`) runs the same analysis on the
+still-open run directory each time a test stops there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -24,15 +29,22 @@ TIMEOUT_S = 600.0
 FAILED_TO_RUN = 2
 
 
-def run_analysis(run_dir: Path, module: str = "analysis", timeout: float = TIMEOUT_S) -> int:
-    """Run the analyser on ``run_dir``; return its exit code (2 if it could not run)."""
-    return analyse(run_dir, module, timeout)[0]
+def analyser_args(options) -> list[str]:
+    """The harness options the analyser takes too (``--thresholds``, ``--gate``), as its arguments."""
+    return [f"--{name}={value}" for name in ("thresholds", "gate") if (value := getattr(options, name, None))]
 
 
-def analyse(run_dir: Path, module: str = "analysis", timeout: float = TIMEOUT_S) -> tuple[int, str]:
-    """Run the analyser on ``run_dir``; its exit code (2 if it could not run) and what it printed."""
+def run_analysis(run_dir: Path, module: str = "analysis", args: Sequence[str] = (), timeout: float = TIMEOUT_S) -> int:
+    """Run the analyser on ``run_dir`` with extra ``args``; return its exit code (2 if it could not run)."""
+    return analyse(run_dir, module, args, timeout)[0]
+
+
+def analyse(
+    run_dir: Path, module: str = "analysis", args: Sequence[str] = (), timeout: float = TIMEOUT_S
+) -> tuple[int, str]:
+    """Run the analyser on ``run_dir`` with extra ``args``: its exit code (2 if it could not run), its output."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", module, str(run_dir)]
+    cmd = [sys.executable, "-m", module, str(run_dir), *args]
     logger.info("running the analysis: %s", " ".join(cmd))
     try:
         done = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)

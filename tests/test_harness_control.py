@@ -97,7 +97,7 @@ def test_verdicts_hook_sets_the_exit_code(tmp_path, verdict):
     log = tmp_path / "locust.log"
     code = run_locust(
         "--headless", "-u", "1", "-r", "1", "--run-time", "2", "--run-dir", str(root),
-        "--scenario", f"verdict-{verdict}", "--verdicts", "--analyser", "tests.locustfiles.fake_analyser",
+        "--run-id", f"verdict-{verdict}", "--verdicts", "--analyser", "tests.locustfiles.fake_analyser",
         log=log,
     )  # fmt: skip
     assert code == verdict, log.read_text()[-3000:]
@@ -116,8 +116,9 @@ def test_verdicts_with_a_missing_analyser_fail_the_run(tmp_path):
     assert code == 2 and "not found" in log.read_text()
 
 
-def _web_ui_options() -> set[str]:
-    """Every harness and users option meant for the web UI, from the same add_argument calls Locust makes."""
+def _web_ui_options(argv: list[str]) -> dict:
+    """Every harness and users option meant for the web UI, with the value the command line ``argv`` gives it,
+    from the same add_argument calls Locust makes."""
     from locust import argument_parser
 
     from harness import options as harness_options
@@ -129,7 +130,8 @@ def _web_ui_options() -> set[str]:
     users_options._add_arguments(parser)
     added = [a for a in parser._actions if a.dest not in before]
     assert "record_buffer_max" in {a.dest for a in added}  # a real option, just not in the UI
-    return {a.dest for a in added if a.include_in_web_ui}
+    values = vars(parser.parse_known_args(argv)[0])
+    return {a.dest: values[a.dest] for a in added if a.include_in_web_ui}
 
 
 def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
@@ -137,10 +139,9 @@ def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
     log = tmp_path / "locust.log"
     secret = "not-for-the-page-9c1f"
     web = f"http://127.0.0.1:{port}"
+    argv = ["--run-time", "20", "--run-dir", str(root), "--admin-token", secret, "--drain", "3", "--max-retries", "2"]
     with locust_running(
-        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-time", "20", "--run-dir", str(root),
-        "--admin-token", secret,
-        log=log, locustfile="locustfile.py",
+        "--web-host", "127.0.0.1", "--web-port", str(port), *argv, log=log, locustfile="locustfile.py"
     ) as proc:  # fmt: skip
         wait_for(lambda: _up(web + "/"), 20, "the web UI")
         with urllib.request.urlopen(web + "/", timeout=10) as r:
@@ -150,10 +151,14 @@ def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
     found = re.search(r"window\.templateArgs\s*=\s*(\{.*?\})\s*(?:;|\n|</script>)", page, re.S)
     assert found, page[:2000]
     extra = json.loads(found.group(1))["extra_options"]
-    expected = _web_ui_options()
-    assert expected <= set(extra), sorted(expected - set(extra))
-    assert {"run_dir", "stub_fault", "ws_path", "gap_weights"} <= expected and "record_buffer_max" not in extra
+    expected = _web_ui_options(argv)
+    assert set(expected) <= set(extra), sorted(set(expected) - set(extra))
+    assert {"run_dir", "stub_fault", "ws_path", "gap_weights"} <= set(expected) and "record_buffer_max" not in extra
     assert extra["admin_token"]["is_secret"] and extra["admin_token"]["default_value"] == ""
+    # Each field starts at the value the command line gave (or the option's default): what this run uses.
+    shown = {k: extra[k]["default_value"] for k in expected if not extra[k]["is_secret"]}
+    assert shown == {k: v for k, v in expected.items() if k in shown}
+    assert shown["run_dir"] == str(root) and shown["drain"] == 3.0 and shown["max_retries"] == 2
     assert secret not in page
     run = only_run(root)
     m = meta(run)

@@ -30,13 +30,13 @@ def test_processes_run_writes_a_complete_run_directory(tmp_path):
     root = tmp_path / "runs"
     code = run_locust(
         "--headless", "-u", "6", "-r", "6", "--run-time", "5", "--processes", "2",
-        "--run-dir", str(root), "--scenario", "smoke", "--sample-interval", "0.5",
+        "--run-dir", str(root), "--scenario", "flapping", "--sample-interval", "0.5",
         log=tmp_path / "locust.log",
     )  # fmt: skip
     assert code == 0, (tmp_path / "locust.log").read_text()[-3000:]
     run = only_run(root)
     m = meta(run)
-    assert m["complete"] and m["end_utc"] and m["scenario"] == "smoke"
+    assert m["complete"] and m["end_utc"] and m["scenario"] == "flapping"
     assert m["runner"] == "master" and len(m["workers"]) == 2
     assert m["user_classes"] == {"EventUser": 6}
     assert m["backend"]["embedded"] and m["backend"]["store"].startswith("sqlite:" + str(run))
@@ -130,7 +130,7 @@ def test_embedded_backend_restart_is_recorded(tmp_path):
     root = tmp_path / "runs"
     log = tmp_path / "locust.log"
     code = run_locust(
-        "--headless", "-u", "2", "-r", "2", "--run-time", "5", "--run-dir", str(root), "--sample-interval", "0.5",
+        "--headless", "-u", "2", "-r", "2", "--run-time", "7", "--run-dir", str(root), "--sample-interval", "0.5",
         "--stub-restart-at", "1.5", "--stub-restart-kill", "--stub-fault", "leak", "--stub-chunk-delay-ms", "5",
         log=log,
     )  # fmt: skip

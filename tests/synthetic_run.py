@@ -1,0 +1,144 @@
+"""Small synthetic run directories with known answers, for the analysis tests.
+
+The backend's RSS is exactly ``base + kib_per_connection x live connections``
+(plus an optional leak), the connections ramp up linearly, hold and drop to
+zero for the drain; users of every class produce the events the verdicts and
+charts read. Deterministic: the same arguments write the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agentws.events import EVENT_COLUMNS
+
+MiB = 1024 * 1024
+T0 = 1_800_000_000.0
+CLASSES = ("ConversationUser", "FlappingUser", "HeartbeatUser", "TokenRefreshUser", "ZombieUser")
+BASE_RSS = 50 * MiB
+PEAK_CONNECTIONS = 200
+RAMP_S = 50
+DRAIN_S = 10
+
+
+def write_run(
+    path: Path,
+    *,
+    seconds: int = 300,
+    kib_per_connection: float = 20.0,
+    leak_mib_per_hour: float = 0.0,
+    users_per_class: int = 4,
+    reconnect_ms: float = 20.0,
+    events: bool = True,
+    samples: bool = True,
+    server_stats: bool = True,
+    scenario: str = "synthetic",
+    run_id: str | None = None,
+) -> Path:
+    """Write a run directory into ``path`` (created) and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or path.name
+    ts = T0 + np.arange(-5, seconds + DRAIN_S, 1.0)
+    t = ts - T0
+    conns = np.where(t < 0, 0, np.where(t >= seconds, 0, np.minimum(t, RAMP_S) / RAMP_S * PEAK_CONNECTIONS)).round()
+    rss = BASE_RSS + kib_per_connection * 1024 * conns + leak_mib_per_hour * MiB * np.clip(t, 0, None) / 3600
+    if samples:
+        backend = pd.DataFrame(
+            {
+                "ts": ts,
+                "source": "backend",
+                "pid": 100,
+                "rss_bytes": rss.round(),
+                "cpu_percent": 20.0,
+                "num_fds": 20 + conns,
+                "num_threads": 6,
+                "tcp_established": conns,
+                "tcp_close_wait": 0,
+            }
+        )
+        local = backend.assign(source="local", pid=50, rss_bytes=80 * MiB, cpu_percent=10.0, num_fds=30, num_threads=3)
+        pd.concat([backend, local]).sort_values("ts", kind="stable").to_csv(path / "samples.csv", index=False)
+    if server_stats:
+        stats = pd.DataFrame(
+            {
+                "ts": ts,
+                "pid": 100,
+                "connections": conns,
+                "max_agents_per_session": 1,
+                "duplicate_agents_total": 0,
+                "zombies_reaped_total": 0,
+            }
+        )
+        stats.to_csv(path / "server_stats.csv", index=False)
+    n_events = 0
+    if events:
+        frame = _events(seconds, users_per_class, reconnect_ms)
+        frame.to_csv(path / "events.csv", index=False)
+        n_events = len(frame)
+    meta = {
+        "run_id": run_id,
+        "complete": True,
+        "start_utc": "2027-01-15T08:00:00.000Z",
+        "end_utc": "2027-01-15T08:05:10.000Z",
+        "scenario": scenario,
+        "runner": "local",
+        "user_classes": {c: users_per_class for c in CLASSES},
+        "backend": {
+            "embedded": True,
+            "url": "http://127.0.0.1:9",
+            "pid": 100,
+            "pids": [100],
+            "store": "memory",
+            "faults": [],
+            "args": ["--store", "memory", "--hb-interval-ms", "15000"],
+            "restarts": [],
+            "exit_code": 0,
+        },
+        "recording": {"enabled": True, "events_received": n_events},
+        "sample_interval_s": 1.0,
+        "test_starts_utc": [T0],
+        "test_stops_utc": [T0 + seconds],
+        "drain": {"from_utc": T0 + seconds, "seconds": DRAIN_S},
+        "exit_reason": "run-time limit reached",
+    }
+    (path / "meta.json").write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def _events(seconds: int, users_per_class: int, reconnect_ms: float) -> pd.DataFrame:
+    """Every user connects at the start; flapping users flap every 2 s, heartbeat users ping every 5 s,
+    zombies are reaped every 30 s; one connect is refused."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for cls in CLASSES:
+        for i in range(users_per_class):
+            user = f"{cls}-abc123-{i}"
+            session = f"s-{cls}-{i}"
+            start = 0.1 + 0.05 * i
+            rows += [(start, user, "", "connect", 1, 5.0, "", ""), (start, user, session, "welcome", 1, "", "", "new")]
+            if cls == "FlappingUser":
+                for at in np.arange(2.0 + i * 0.1, seconds - 1, 2.0):
+                    latency = reconnect_ms * rng.lognormal(0, 0.3)
+                    back = at + latency / 1000
+                    rows += [
+                        (at, user, session, "disconnect", 1, "", "", "flap_close"),
+                        (back, user, session, "reconnect", 1, latency, "", ""),
+                        (back, user, session, "welcome", 1, "", "", "resumed"),
+                    ]
+            elif cls == "HeartbeatUser":
+                rows += [(at, user, session, "hb_rtt", 1, 1.0 + i, "", "") for at in np.arange(5.0, seconds, 5.0)]
+            elif cls == "ZombieUser":
+                rows += [
+                    (at, user, session, "close", 1, 23000.0, "4001", "idle_timeout_ms=22500")
+                    for at in np.arange(30.0 + i, seconds, 30.0)
+                ]
+    rows.append(
+        (seconds / 2, "ConversationUser-abc123-0", "", "connect", 0, "", "503", "upgrade refused with HTTP 503")
+    )
+    frame = pd.DataFrame(rows, columns=["t", "user", "session", "kind", "ok", "latency_ms", "code", "detail"])
+    frame = frame.assign(ts=T0 + frame.pop("t"), worker="local", agent="", seq="")
+    return frame.sort_values("ts", kind="stable")[list(EVENT_COLUMNS)]

@@ -1,0 +1,193 @@
+"""The web UI's Resilience tab in a real browser: Debian's chromium driven by Playwright.
+
+``locust`` runs as a child process with the embedded backend (never imported here);
+the test starts a swarm through the start form, watches the tab's figures move, stops
+the test with the Stop button, waits for the analysis's final verdicts in the tab and
+follows its link to ``report.html``. Screenshots go to ``test-artifacts/``.
+
+Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` (Debian's
+``chromium``, installed by ``bin/setup``). Without it the test is skipped, except in CI
+(``CI`` set), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.locustfiles.harness_runs import ROOT, free_port, locust_running, meta, only_run, stop, wait_for
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+USERS = 20  #: four of each of the five user classes
+LIVE_FIGURES = """() => Object.fromEntries(
+    [...document.querySelectorAll('.MuiTableContainer-root tbody tr')]
+        .map(tr => [tr.cells[0].innerText.trim(), [...tr.cells].map(c => c.innerText.trim())]))"""
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _browser_or_skip():
+    """Playwright's sync API and Debian's chromium, or a skip (locally) / a failure (in CI) saying what is missing."""
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+        missing.append("the playwright package (requirements-dev.txt; run bin/setup)")
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        missing.append(f"{CHROMIUM} (Debian's chromium: bin/setup installs it as root, or apt-get install chromium)")
+    if missing:
+        why = "the browser test needs " + " and ".join(missing)
+        if _in_ci():
+            pytest.fail(f"{why}; CI must run this test, not skip it")
+        pytest.skip(why)
+    return sync_playwright
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _number(text: str) -> float:
+    found = re.search(r"[-\d.,]+", text or "")
+    return float(found.group().replace(",", "")) if found else 0.0
+
+
+def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
+    sync_playwright = _browser_or_skip()
+    started = time.monotonic()
+    ARTIFACTS.mkdir(exist_ok=True)
+    root, port = tmp_path / "runs", free_port()
+    web = f"http://127.0.0.1:{port}"
+    log = tmp_path / "locust.log"
+    with (
+        locust_running(
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(port),
+            "--run-dir",
+            str(root),
+            "--stub-hb-interval-ms",
+            "1000",
+            "--stub-resume-window",
+            "4",
+            "--drain",
+            "1",
+            log=log,
+            locustfile="locustfile.py",
+        ) as proc,  # fmt: skip
+        sync_playwright() as pw,
+        tempfile.TemporaryDirectory(prefix="chromium-") as profile,
+    ):
+        wait_for(lambda: _up(web + "/"), 30, "the web UI")
+        browser = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(web + "/")
+
+            # The start form: every custom option is there, secrets blank in a password field.
+            run_dir = page.locator("input[name=runDir]")
+            assert run_dir.input_value() == str(root)
+            assert page.locator("input[name=adminToken]").get_attribute("type") == "password"
+            assert page.locator("input[name=adminToken]").input_value() == ""
+            for name in ("stubResumeWindow", "wsPath", "gapWeights", "drain", "zombieMaxWaitS"):
+                assert page.locator(f"input[name={name}]").count() == 1, name
+            assert page.locator("input[name=stubResumeWindow]").input_value() == "4"
+            page.fill("input[name=userCount]", str(USERS))
+            page.fill("input[name=spawnRate]", str(USERS))
+            page.get_by_role("button", name="Start").click()
+
+            # The Resilience tab, refreshed live by Locust's own polling.
+            page.get_by_role("tab", name="Resilience").click()
+            page.wait_for_function(
+                f"""() => {{
+                    const rows = ({LIVE_FIGURES})();
+                    return rows['connections'] && parseFloat(rows['connections'][1]) > 0
+                        && rows['events/s'] && parseFloat(rows['events/s'][1]) > 0;
+                }}"""
+            )
+            first = page.evaluate(LIVE_FIGURES)
+            page.wait_for_function(
+                f"() => parseFloat(({LIVE_FIGURES})()['events/s'][4]) > {_number(first['events/s'][4])}"
+            )
+            live = page.evaluate(LIVE_FIGURES)
+            assert _number(live["backend RSS"][1]) > 0, live["backend RSS"]
+            assert _number(live["live agents"][1]) > 0, live["live agents"]
+            assert live["duplicate-agent"][2] in ("pass (provisional)", "waiting"), live["duplicate-agent"]
+            assert all(name in live for name in ("zombies reaped", "outbox", "reconnect p50", "reconnect p99")), live
+            page.wait_for_function(f"() => ({LIVE_FIGURES})()['reconnect p99'][1] !== ''")
+            page.screenshot(path=str(ARTIFACTS / "webui-resilience-live.png"), full_page=True)
+
+            # Stop in the UI: the analysis runs on the run directory; the tab shows its verdicts and a link.
+            page.get_by_role("button", name="Stop").click()
+            page.wait_for_selector("#resilience-analysis[data-status=done]", timeout=45_000)
+            rows = page.locator("#resilience-verdicts tr[data-verdict]")
+            verdicts = {
+                rows.nth(i).get_attribute("data-verdict"): rows.nth(i).get_attribute("data-status")
+                for i in range(rows.count())
+            }
+            assert "duplicate-agent" in verdicts and len(verdicts) == 9, verdicts
+            assert verdicts["duplicate-agent"] == "pass", verdicts
+            assert "fail" not in verdicts.values(), verdicts
+            page.screenshot(path=str(ARTIFACTS / "webui-resilience-final.png"), full_page=True)
+
+            # The panel lives beside Locust's React tree: it leaves with the tab and comes back with it.
+            page.get_by_role("tab", name="Statistics").click()
+            page.wait_for_selector("#resilience-analysis", state="detached", timeout=5_000)
+            page.get_by_role("tab", name="Resilience").click()
+            page.wait_for_selector("#resilience-analysis[data-status=done] #resilience-report", timeout=5_000)
+
+            # The link opens the run's report.html, served by the web UI.
+            with browser.expect_page() as opened:
+                page.click("#resilience-report")
+            report = opened.value
+            report.wait_for_load_state()
+            assert report.url == web + "/resilience/report"
+            table = report.locator("table#verdicts")
+            if table.count():
+                table.wait_for(state="visible")
+                assert report.locator("table#verdicts [data-verdict='duplicate-agent']").count() >= 1
+            else:  # the report before its verdict table had ids
+                assert "duplicate-agent" in report.inner_text("body")
+            report.screenshot(path=str(ARTIFACTS / "webui-report.png"), full_page=True)
+        finally:
+            browser.close()
+        run = only_run(root)
+        assert (run / "report.html").exists() and (run / "verdicts.json").exists()
+        assert stop(proc) == 0, log.read_text()[-3000:]
+    m = meta(run)
+    assert m["complete"] and m["exit_reason"] == "stopped, then quit", m
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    assert time.monotonic() - started < 90
