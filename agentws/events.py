@@ -45,6 +45,20 @@ EVENT_COLUMNS = (
 )
 
 
+#: Columns of ``samples.csv`` (telemetry of the backend and every Locust process), in order.
+SAMPLE_COLUMNS = (
+    "ts",  # UNIX seconds, float
+    "source",  # "backend", "local", "master" or "worker:<id>"
+    "pid",
+    "rss_bytes",
+    "cpu_percent",
+    "num_fds",
+    "num_threads",
+    "tcp_established",
+    "tcp_close_wait",
+)
+
+
 class RequestName(StrEnum):
     """Stable Locust request names (the ``name`` of a request event)."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import report, thresholds
 from .rundir import NotARunDirectory, Run, load
 from .verdicts import NAMES, ExitCode, Status, Verdict, exit_code, judge_all
+from .verdicts.base import format_figure
 
 logger = logging.getLogger("analysis")
 
@@ -115,11 +116,11 @@ def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = No
     rows = [("verdict", "status", "figure", "threshold", "n", "why")]
     base = {v.name: v for v in baseline or []}
     for v in verdicts:
-        figure = _fmt(v.figure, v.unit)
+        figure = format_figure(v.figure, v.unit)
         if v.name in base and base[v.name].figure is not None and v.figure is not None:
-            figure += f" (base {_fmt(base[v.name].figure, '')})"
+            figure += f" (base {format_figure(base[v.name].figure, '')})"
         status = v.status.upper() if v.name in gate else f"({v.status}, not gated)"
-        rows.append((v.name, status, figure, _fmt(v.threshold, ""), str(v.n), v.summary))
+        rows.append((v.name, status, figure, format_figure(v.threshold, ""), str(v.n), v.summary))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [f"run {run.run_id}" + (f"  ({len(run.problems)} input problem(s))" if run.problems else "")]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
@@ -127,16 +128,6 @@ def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = No
     for p in run.problems:
         lines.append(f"input problem: {p}")
     return "\n".join(lines)
-
-
-def _fmt(value, unit: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    else:
-        text = str(value)
-    return f"{text} {unit}".strip()
 
 
 def _overall(code: int) -> str:

@@ -17,20 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agentws.events import EVENT_COLUMNS
-
-#: Columns of samples.csv (harness telemetry), and the ones a row cannot do without.
-SAMPLE_COLUMNS = (
-    "ts",
-    "source",
-    "pid",
-    "rss_bytes",
-    "cpu_percent",
-    "num_fds",
-    "num_threads",
-    "tcp_established",
-    "tcp_close_wait",
-)
+from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {

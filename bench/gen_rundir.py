@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agentws.events import EVENT_COLUMNS, Kind  # noqa: E402
+from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, Kind  # noqa: E402
 from agentws.protocol import (  # noqa: E402
     BACKOFF_BASE_MS,
     DEFAULT_HB_INTERVAL_MS,
@@ -59,8 +59,6 @@ from agentws.protocol import (  # noqa: E402
     Close,
 )
 
-#: harness.telemetry.SAMPLE_COLUMNS (not imported: ``import harness`` pulls in Locust and gevent's patching).
-SAMPLE_COLUMNS = "ts source pid rss_bytes cpu_percent num_fds num_threads tcp_established tcp_close_wait".split()
 #: The columns of server_stats.csv in the order the real backend's /stats answers them.
 STATS_COLUMNS = (
     "ts pid epoch uptime_s connections sessions_attached sessions_detached agents_live max_agents_per_session "

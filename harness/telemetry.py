@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import gevent
 import psutil
 
+from agentws.events import SAMPLE_COLUMNS
 from users.options import Settings
 from users.transport import shared_ssl_context
 
@@ -37,17 +38,6 @@ from .rundir import CsvSink
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_COLUMNS = (
-    "ts",
-    "source",
-    "pid",
-    "rss_bytes",
-    "cpu_percent",
-    "num_fds",
-    "num_threads",
-    "tcp_established",
-    "tcp_close_wait",
-)
 #: ``/stats`` fields in PROTOCOL.md order: the columns when the first poll fails.
 STATS_FIELDS = (
     "pid epoch uptime_s connections sessions_attached sessions_detached agents_live agents_created_total "

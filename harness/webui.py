@@ -40,7 +40,7 @@ from agentws.events import Kind
 from analysis import thresholds as analysis_thresholds
 from analysis.stats import downsample, judge_growth, quantile
 from analysis.verdicts import agents, health, latency, leak, liveness, messages, restart
-from analysis.verdicts.base import Status
+from analysis.verdicts.base import Status, format_figure
 from analysis.verdicts.causes import BRIEF_GAPS
 
 from . import verdicts
@@ -591,15 +591,7 @@ def _mib(value) -> float | None:
 
 
 def _fmt(value, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float) and math.isinf(value):
-        text = "never back"
-    elif isinstance(value, float):
-        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    else:
-        text = str(value)
-    return f"{text} {unit}".strip()
+    return format_figure(value, unit, missing="")
 
 
 def _backend_source(backend: dict) -> str:

@@ -80,6 +80,19 @@ def _row(record: dict) -> dict:
     return out
 
 
+def format_figure(value, unit: str = "", missing: str = "-") -> str:
+    """A figure as the verdict table shows it: 3 significant digits, thousands separated, unit after."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, float) and math.isinf(value):
+        text = "never back"
+    elif isinstance(value, float):
+        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
 def utc(ts: float) -> str:
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
