@@ -29,6 +29,16 @@ class Kind(StrEnum):
     ERROR = "error"  #: an ``error`` frame or a client-side failure
 
 
+def user_id(user_class: str, process_tag: str, number: int) -> str:
+    """The ``user`` column: ``<Class>-<process>-<n>``, unique per run, its class readable back."""
+    return f"{user_class}-{process_tag}-{number}"
+
+
+def user_class(user: str) -> str:
+    """The user class of a ``user`` column value (see :func:`user_id`)."""
+    return user.partition("-")[0]
+
+
 #: Columns of ``events.csv``, in order.
 EVENT_COLUMNS = (
     "ts",  # UNIX seconds, float

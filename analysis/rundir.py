@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS
+from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, user_class
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {
@@ -237,8 +237,8 @@ def _clean_events(events: pd.DataFrame) -> pd.DataFrame:
             col = col.cat.add_categories([""])
         events[c] = col.fillna("")
     # User ids are "<Class>-<pid>-<n>": map each distinct user to its class once, not each row.
-    class_of_user = np.asarray(events["user"].cat.categories.str.split("-").str[0], dtype=object)
-    classes, class_codes = np.unique(class_of_user.astype(str), return_inverse=True)
+    class_of_user = [user_class(str(u)) for u in events["user"].cat.categories]
+    classes, class_codes = np.unique(np.asarray(class_of_user, dtype=str), return_inverse=True)
     events["cls"] = pd.Categorical.from_codes(class_codes[events["user"].cat.codes.to_numpy()], categories=classes)
     return events
 

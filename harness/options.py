@@ -8,7 +8,6 @@ touch the machine (run directory writable, ``--server-pid`` alive) are done by
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -64,16 +63,6 @@ def _checked_by(check):
     return parse
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
 #: The parser, kept so secrets added by other plugins (after ours) are known when meta.json is written.
 _PARSER = None
 
@@ -119,7 +108,7 @@ def add_arguments(parser) -> None:
     )
     g.add_argument(
         "--drain",
-        type=_non_negative,
+        type=positive(float, zero=True),
         default=10.0,
         metavar="S",
         help="seconds of telemetry after the users stop (the leak verdict's return to baseline)",
@@ -230,6 +219,16 @@ def stub_args(options) -> list[str]:
     for fault in options.stub_fault or []:
         args += ["--fault", fault]
     return args
+
+
+def parse_value(dest: str, value):
+    """``value`` (a scenario's setting, as written in its config file) as the option ``dest`` parses it."""
+    action = next((a for a in (_PARSER._actions if _PARSER is not None else []) if a.dest == dest), None)
+    if action is None:
+        raise KeyError(dest)
+    if action.type is None and isinstance(action.default, bool):  # a flag (store_true)
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    return action.type(str(value)) if action.type is not None else str(value)
 
 
 def is_secret(name: str) -> bool:

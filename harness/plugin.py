@@ -162,8 +162,7 @@ class Run:
             if dest.startswith("stub_"):
                 logger.warning("scenario %s: %s applies only from the command line (--config)", scenario.name, key)
             elif hasattr(opts, dest):
-                current = getattr(opts, dest)
-                setattr(opts, dest, type(current)(value) if isinstance(current, int | float | str) else value)
+                setattr(opts, dest, options.parse_value(dest, value))
         opts.drain = scenario.drain
         self.dir.meta["scenario"] = scenario.name
         self.dir.meta["options"] = {k: v for k, v in sorted(vars(opts).items()) if not options.is_secret(k)}

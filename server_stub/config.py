@@ -66,16 +66,16 @@ class Config:
         return fault in self.faults
 
 
-def positive(kind):
-    """An argparse type: a number of ``kind`` greater than 0."""
+def positive(kind, *, zero: bool = False):
+    """An argparse type: a number of ``kind`` greater than 0 (or 0 and more with ``zero``)."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'0 or more' if zero else 'greater than 0'}")
         return value
 
     return parse

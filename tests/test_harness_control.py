@@ -164,3 +164,18 @@ def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
     m = meta(run)
     assert m["complete"] and m["exit_reason"] == "stopped, then quit"
     assert secret not in (run / "meta.json").read_text()
+
+
+def test_scenario_settings_picked_in_the_web_ui_parse_as_their_options():
+    """A scenario's settings (config-file text) take each option's own type: "false" stays false."""
+    from harness import options as harness_options
+    from scenarios.catalog import SCENARIOS
+
+    _web_ui_options([])  # builds the parser the harness keeps
+    assert harness_options.parse_value("flap_final_turn", "false") is False
+    assert harness_options.parse_value("flap_final_turn", "true") is True
+    assert harness_options.parse_value("drain", 3) == 3.0
+    assert harness_options.parse_value("gap_weights", "6,3,1") == "6,3,1"
+    for scenario in SCENARIOS.values():
+        for key, value in scenario.options.items():
+            harness_options.parse_value(key.replace("-", "_"), value)  # every setting is a real option

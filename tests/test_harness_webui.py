@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from analysis import thresholds
-from harness.webui import RESERVOIR, WAITING, Live, Provisional, Reservoir
+from harness.live import RESERVOIR, WAITING, Live, Provisional, Reservoir
 
 
 def _event(user, kind, ok=1, latency_ms=None, code="", detail="", ts=0.0):

@@ -9,7 +9,7 @@ from time import monotonic
 import gevent
 from locust import User
 
-from agentws.events import Kind
+from agentws.events import Kind, user_id
 
 from .client import AgentClient
 from .options import Settings
@@ -28,7 +28,7 @@ class AgentUser(User):
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.settings = Settings.from_environment(environment)
-        self.user_id = f"{type(self).__name__}-{_PROCESS_TAG}-{next(_numbers)}"
+        self.user_id = user_id(type(self).__name__, _PROCESS_TAG, next(_numbers))
         self.client = AgentClient(environment, self.user_id, self.host or "", self.settings)
         self._pauses = 0
 

@@ -57,6 +57,7 @@ class AgentClient:
         self._ids = itertools.count(1)
         self._last_ack = 0.0
         self.connections_opened = 0
+        self.source_addresses = self.settings.source_address_list()
         secure = self.ws_url.startswith("wss") or self.token_url.startswith("https")
         self.ssl = shared_ssl_context(self.settings.tls_verify, self.settings.ca_file) if secure else None
 
@@ -143,7 +144,7 @@ class AgentClient:
 
     def next_source_address(self) -> str | None:
         """The local address of the next connection: each one from the next of ``--source-addresses``."""
-        addresses = self.settings.source_address_list()
+        addresses = self.source_addresses
         if not addresses:
             return None
         self.connections_opened += 1
