@@ -35,12 +35,13 @@ def analyser_args(options) -> list[str]:
 
 
 def run_analysis(run_dir: Path, module: str = "analysis", args: Sequence[str] = (), timeout: float = TIMEOUT_S) -> int:
-    """Run the analyser on ``run_dir`` with extra ``args``; return its exit code (2 if it could not run)."""
-    return analyse(run_dir, module, args, timeout)[0]
+    """Run the analyser on ``run_dir`` with extra ``args``, print its verdict table as it prints it (the run's
+    last word, not log lines); return its exit code (2 if it could not run)."""
+    return analyse(run_dir, module, args, timeout, echo=True)[0]
 
 
 def analyse(
-    run_dir: Path, module: str = "analysis", args: Sequence[str] = (), timeout: float = TIMEOUT_S
+    run_dir: Path, module: str = "analysis", args: Sequence[str] = (), timeout: float = TIMEOUT_S, echo: bool = False
 ) -> tuple[int, str]:
     """Run the analyser on ``run_dir`` with extra ``args``: its exit code (2 if it could not run), its output."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
@@ -55,8 +56,11 @@ def analyse(
         logger.error("could not run the analysis (%s): %s", module, e)
         return FAILED_TO_RUN, f"could not run the analysis: {e}"
     output = done.stdout + done.stderr
-    for line in output.splitlines()[-40:]:
-        logger.info("analysis: %s", line)
+    if echo:
+        sys.stdout.write(done.stdout)
+        sys.stdout.flush()
+    for line in done.stderr.splitlines()[-40:]:
+        logger.warning("analysis: %s", line)
     if done.returncode == 1 and "No module named" in done.stderr:
         logger.error("analysis module %r not found", module)
         return FAILED_TO_RUN, output
