@@ -24,7 +24,7 @@ from users.frames import (
     parse_upgrade_response,
     upgrade_request,
 )
-from users.session_state import SessionState, full_jitter_ms
+from users.session_state import TURNS_KEPT, SessionState, full_jitter_ms
 
 
 def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -208,6 +208,17 @@ def test_a_resume_that_lost_turns_or_changed_context_is_a_failed_welcome():
         "resumed:ctx_hash_changed"
     )
     assert state.on_welcome(welcome(resumed=True, turns=0), asked_resume=True).detail == "resumed:turns_differ"
+
+
+def test_a_resume_after_more_turns_than_the_client_keeps_is_compared_by_turn_number():
+    state = SessionState()
+    state.on_welcome(welcome(), asked_resume=False)
+    for n in range(1, TURNS_KEPT + 11):
+        state.sent_turn(f"c{n}", "hi")
+        state.on_frame({"t": T.ACCEPTED, "seq": n, "cid": f"c{n}", "turn": n})
+    assert len(state.turns) == TURNS_KEPT
+    assert state.on_welcome(welcome(resumed=True, turns=TURNS_KEPT + 10), asked_resume=True).ok
+    assert state.on_welcome(welcome(resumed=True, turns=TURNS_KEPT), asked_resume=True).detail == "resumed:turns_differ"
 
 
 def test_a_turn_in_flight_at_the_drop_may_be_counted_by_the_server():

@@ -113,6 +113,14 @@ class SessionState:
     def has_session(self) -> bool:
         return bool(self.session)
 
+    @property
+    def turns_known(self) -> int:
+        """The agent's turn count as this client saw it: its latest accepted turn.
+
+        Not ``len(self.turns)``: only the last :data:`TURNS_KEPT` turns are kept.
+        """
+        return max(self.turns, default=0)
+
     def hello(self, token: str, resume: bool) -> dict:
         frame = {"t": T.HELLO, "v": 1, "token": token}
         if resume and self.session:
@@ -131,7 +139,7 @@ class SessionState:
         agent = frame.get("agent") or {}
         agent_id = str(agent.get("id", ""))
         resumed = self.resumed = bool(frame.get("resumed"))
-        previous_agent, previous_turns, previous_hash = self.agent, len(self.turns), self.ctx_hash
+        previous_agent, previous_turns, previous_hash = self.agent, self.turns_known, self.ctx_hash
         if not resumed:
             self._forget_session()
         self.session = str(frame.get("session", ""))
@@ -145,7 +153,7 @@ class SessionState:
         self.token_exp = float(frame.get("token_exp", 0.0))
         self.replayed_through = None
         turns_before = self.turns_at_welcome
-        self.turns_at_welcome = len(self.turns)
+        self.turns_at_welcome = self.turns_known
         if resumed:
             if previous_agent and agent_id != previous_agent:
                 return Observation(Kind.WELCOME, False, detail="resumed:agent_changed")
