@@ -26,9 +26,10 @@ class EmbeddedBackend:
     def __init__(self, run_dir: Path, store: str, args: list[str], faults: list[str]) -> None:
         self.store = store or f"sqlite:{run_dir / 'backend.db'}"
         self.faults = list(faults)
-        self.stub = StubProcess("--host", "127.0.0.1", "--port", "0", "--store", self.store, *args,
-                                log_path=run_dir / "backend.log")  # fmt: skip
+        self.listen = ["--host", "127.0.0.1", "--port", "0", "--store", self.store]
+        self.stub = StubProcess(*self.listen, *args, log_path=run_dir / "backend.log")
         self.restarts: list[dict] = []
+        self.reconfigured: list[dict] = []  #: settings changed between tests (web UI); not restarts under load
         self.pids: list[int] = []
 
     def start(self) -> EmbeddedBackend:
@@ -66,6 +67,30 @@ class EmbeddedBackend:
             logger.error("embedded backend did not come back: %s", e)
         return entry
 
+    def reconfigure(self, args: list[str], faults: list[str]) -> bool:
+        """Start it again (same port and store) with other settings; False when ``args`` are those it runs with.
+
+        For settings changed in the web UI between tests, when no user is connected:
+        the restart verdict does not judge it (it is not in :attr:`restarts`).
+        """
+        wanted = [*self.listen, *args]
+        if wanted == self.stub.args:
+            return False
+        logger.info("restarting the embedded backend with %s", " ".join(args) or "its defaults")
+        previous = self.stub.args, self.faults
+        self.stub.args, self.faults = wanted, list(faults)
+        try:
+            self.stub.restart()
+        except Exception as e:
+            logger.error("the embedded backend did not start with %s (%s): back to its previous settings", args, e)
+            self.stub.args, self.faults = previous
+            self.stub.start()
+            self.pids.append(self.stub.pid)
+            return False
+        self.pids.append(self.stub.pid)
+        self.reconfigured.append({"ts": time.time(), "args": list(args), "pid": self.stub.pid})
+        return True
+
     def stop(self) -> int | None:
         global current
         code = self.stub.stop()
@@ -86,6 +111,7 @@ class EmbeddedBackend:
             "args": [a for a in self.stub.args],
             "log": "backend.log",
             "restarts": self.restarts,
+            "reconfigured": self.reconfigured,
         }
 
 

@@ -9,6 +9,7 @@ touch the machine (run directory writable, ``--server-pid`` alive) are done by
 from __future__ import annotations
 
 import os
+from argparse import ArgumentTypeError
 from pathlib import Path
 
 import psutil
@@ -35,6 +36,9 @@ STUB_PASSTHROUGH = {
     "stub_flush_interval_ms": ("--flush-interval-ms", int),
 }
 
+
+#: The faults ``--stub-fault`` can plant.
+FAULTS = [f.value for f in Fault]
 
 #: The least run time left after a scheduled restart: the clients need it to come back (and be judged).
 RECOVERY_S = 5.0
@@ -137,7 +141,7 @@ def add_arguments(parser) -> None:
         "--stub-fault",
         action="append",
         default=[],
-        choices=[f.value for f in Fault],
+        choices=FAULTS,
         is_multiple=True,
         help="plant a fault in the embedded backend (repeatable)",
     )
@@ -219,6 +223,40 @@ def stub_args(options) -> list[str]:
     for fault in options.stub_fault or []:
         args += ["--fault", fault]
     return args
+
+
+#: Options of the embedded backend's command line that the web UI's form can change between tests.
+FORM_BACKEND_OPTIONS = (*STUB_PASSTHROUGH, "stub_rate_limit", "stub_restart_at")
+
+
+def settle_form_values(options, fallback: dict) -> list[str]:
+    """Parse the backend options the web UI's form posted as text ("" when left blank) as the command line would.
+
+    A value that does not parse is put back to ``fallback[dest]`` (the value at start-up);
+    the problems are returned, each naming its option.
+    """
+    problems = []
+    for dest in FORM_BACKEND_OPTIONS:
+        value = getattr(options, dest, None)
+        if not isinstance(value, str):
+            continue
+        try:
+            settled = parse_value(dest, value) if value.strip() else None
+        except (ArgumentTypeError, ValueError) as e:
+            problems.append(f"--{dest.replace('_', '-')}: {e}")
+            settled = fallback.get(dest)
+        setattr(options, dest, settled)
+    faults = getattr(options, "stub_fault", None) or []
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        problems.append(f"--stub-fault: {', '.join(map(repr, unknown))} not among {', '.join(FAULTS)}")
+        options.stub_fault = list(fallback.get("stub_fault") or [])
+    return problems
+
+
+def multiple_choice_options() -> list[str]:
+    """The options the web UI's form shows as a multiple select."""
+    return [a.dest for a in (_PARSER._actions if _PARSER is not None else []) if getattr(a, "is_multiple", False)]
 
 
 def parse_value(dest: str, value):

@@ -143,6 +143,7 @@ class Run:
                 setattr(self.options, dest, value)
         if not self.options.headless:
             self._apply_scenario_from_form()
+            self._apply_backend_settings_from_form()
         self.dir.meta.setdefault("test_starts_utc", []).append(time.time())
         self.dir.meta["host"] = environment.host
         self.dir.save()
@@ -159,14 +160,24 @@ class Run:
         scenario = SCENARIOS[opts.scenario]
         for key, value in scenario.options.items():
             dest = key.replace("-", "_")
-            if dest.startswith("stub_"):
-                logger.warning("scenario %s: %s applies only from the command line (--config)", scenario.name, key)
+            if dest.startswith("stub_") and self.backend is None:
+                logger.warning("scenario %s: %s applies to the embedded backend only (no --host)", scenario.name, key)
             elif hasattr(opts, dest):
                 setattr(opts, dest, options.parse_value(dest, value))
         opts.drain = scenario.drain
         self.dir.meta["scenario"] = scenario.name
         self.dir.meta["options"] = {k: v for k, v in sorted(vars(opts).items()) if not options.is_secret(k)}
         logger.info("scenario %s picked in the web UI: its options apply from this test on", scenario.name)
+
+    def _apply_backend_settings_from_form(self) -> None:
+        """The embedded backend's settings as the form (or a scenario picked there) left them: restart it with them."""
+        if self.backend is None:
+            return
+        for problem in options.settle_form_values(self.options, self.dir.meta["options"]):
+            logger.error("%s; the start-up value is kept", problem)
+        if self.backend.reconfigure(options.stub_args(self.options), self.options.stub_fault or []):
+            self.environment.host = self.backend.url
+            self.dir.meta["backend"] = self.backend.describe()
 
     def _on_test_stop(self, environment, **_) -> None:
         # The analysis takes the load phase to end here and the drain to follow.

@@ -179,3 +179,58 @@ def test_scenario_settings_picked_in_the_web_ui_parse_as_their_options():
     for scenario in SCENARIOS.values():
         for key, value in scenario.options.items():
             harness_options.parse_value(key.replace("-", "_"), value)  # every setting is a real option
+
+
+def test_backend_settings_from_the_web_ui_form_parse_or_keep_the_start_up_value():
+    """The form posts backend settings as text, "" when blank: parsed as the command line would; a bad
+    one is named and the start-up value is kept (the backend is never started with it)."""
+    from types import SimpleNamespace
+
+    from harness import options as harness_options
+
+    _web_ui_options([])
+    form = SimpleNamespace(
+        stub_hb_interval_ms="1000", stub_resume_window="", stub_chunk_delay_ms="-5", stub_restart_at="12",
+        stub_rate_limit="many", stub_token_ttl=6.0, stub_fault=[],
+    )  # fmt: skip
+    problems = harness_options.settle_form_values(form, {"stub_chunk_delay_ms": 20})
+    assert (form.stub_hb_interval_ms, form.stub_resume_window, form.stub_restart_at) == (1000, None, 12.0)
+    assert (form.stub_chunk_delay_ms, form.stub_rate_limit, form.stub_token_ttl) == (20, None, 6.0)
+    assert len(problems) == 2 and problems[0].startswith("--stub-chunk-delay-ms: '-5'"), problems
+    assert problems[1].startswith("--stub-rate-limit: "), problems
+    assert harness_options.stub_args(form)[:4] == ["--hb-interval-ms", "1000", "--token-ttl", "6.0"]
+
+
+def _swarm(web: str, form: list[tuple[str, str]]) -> dict:
+    data = urllib.parse.urlencode(form).encode()
+    with urllib.request.urlopen(web + "/swarm", data=data, timeout=15) as r:
+        return json.loads(r.read())
+
+
+def test_backend_settings_and_faults_picked_in_the_form_restart_the_embedded_backend(tmp_path):
+    """Faults (a multiple select) and backend settings posted by the form: the embedded backend restarts
+    with them before the users start; a value that does not parse is named in the log and not used."""
+    root, port = tmp_path / "runs", free_port()
+    log = tmp_path / "locust.log"
+    web = f"http://127.0.0.1:{port}"
+    with locust_running(
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(root), "--stub-hb-interval-ms", "700",
+        "--drain", "0", log=log, locustfile="locustfile.py",
+    ) as proc:  # fmt: skip
+        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        form = [("user_count", "2"), ("spawn_rate", "2"), ("stub_fault", "leak"), ("stub_fault", "no-reap"),
+                ("stub_resume_window", "7"), ("stub_chunk_delay_ms", "soon")]  # fmt: skip
+        assert _swarm(web, form)["success"], log.read_text()[-2000:]
+        backend = wait_for(
+            lambda: meta(only_run(root))["backend"]["reconfigured"] and meta(only_run(root))["backend"],
+            20,
+            "the restart",
+        )
+        assert stop(proc) == 0, log.read_text()[-3000:]
+    args = backend["args"]
+    assert backend["faults"] == ["leak", "no-reap"] and args.count("--fault") == 2, backend
+    assert args[args.index("--resume-window") + 1] == "7.0" and args[args.index("--hb-interval-ms") + 1] == "700"
+    assert "--chunk-delay-ms" not in args, args
+    text = log.read_text()
+    assert "--stub-chunk-delay-ms: 'soon' is not a number; the start-up value is kept" in text, text[-3000:]
+    assert "Traceback" not in text and "500" not in text, text[-3000:]

@@ -12,6 +12,7 @@ Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` (De
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -77,13 +78,13 @@ def _number(text: str) -> float:
     return float(found.group().replace(",", "")) if found else 0.0
 
 
-def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
+@contextlib.contextmanager
+def web_ui(tmp_path, *args: str, locustfile: str = "locustfile.py"):
+    """(locust process, its web UI's URL, a Chromium context, the run root): locust with the embedded backend."""
     sync_playwright = _browser_or_skip()
-    started = time.monotonic()
     ARTIFACTS.mkdir(exist_ok=True)
     root, port = tmp_path / "runs", free_port()
     web = f"http://127.0.0.1:{port}"
-    log = tmp_path / "locust.log"
     with (
         locust_running(
             "--web-host",
@@ -92,14 +93,9 @@ def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
             str(port),
             "--run-dir",
             str(root),
-            "--stub-hb-interval-ms",
-            "1000",
-            "--stub-resume-window",
-            "4",
-            "--drain",
-            "1",
-            log=log,
-            locustfile="locustfile.py",
+            *args,
+            log=tmp_path / "locust.log",
+            locustfile=locustfile,
         ) as proc,  # fmt: skip
         sync_playwright() as pw,
         tempfile.TemporaryDirectory(prefix="chromium-") as profile,
@@ -113,77 +109,87 @@ def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
             viewport={"width": 1400, "height": 1000},
         )
         try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(web + "/")
-
-            # The start form: every custom option is there, secrets blank in a password field.
-            run_dir = page.locator("input[name=runDir]")
-            assert run_dir.input_value() == str(root)
-            assert page.locator("input[name=adminToken]").get_attribute("type") == "password"
-            assert page.locator("input[name=adminToken]").input_value() == ""
-            for name in ("stubResumeWindow", "wsPath", "gapWeights", "drain", "zombieMaxWaitS"):
-                assert page.locator(f"input[name={name}]").count() == 1, name
-            assert page.locator("input[name=stubResumeWindow]").input_value() == "4"
-            page.fill("input[name=userCount]", str(USERS))
-            page.fill("input[name=spawnRate]", str(USERS))
-            page.get_by_role("button", name="Start").click()
-
-            # The Resilience tab, refreshed live by Locust's own polling.
-            page.get_by_role("tab", name="Resilience").click()
-            page.wait_for_function(
-                f"""() => {{
-                    const rows = ({LIVE_FIGURES})();
-                    return rows['connections'] && parseFloat(rows['connections'][1]) > 0
-                        && rows['events/s'] && parseFloat(rows['events/s'][1]) > 0;
-                }}"""
-            )
-            first = page.evaluate(LIVE_FIGURES)
-            page.wait_for_function(
-                f"() => parseFloat(({LIVE_FIGURES})()['events/s'][4]) > {_number(first['events/s'][4])}"
-            )
-            live = page.evaluate(LIVE_FIGURES)
-            assert _number(live["backend RSS"][1]) > 0, live["backend RSS"]
-            assert _number(live["live agents"][1]) > 0, live["live agents"]
-            assert live["duplicate-agent"][2] in ("pass (provisional)", "waiting"), live["duplicate-agent"]
-            assert all(name in live for name in ("zombies reaped", "outbox", "reconnect p50", "reconnect p99")), live
-            page.wait_for_function(f"() => ({LIVE_FIGURES})()['reconnect p99'][1] !== ''")
-            page.screenshot(path=str(ARTIFACTS / "webui-resilience-live.png"), full_page=True)
-
-            # Stop in the UI: the analysis runs on the run directory; the tab shows its verdicts and a link.
-            page.get_by_role("button", name="Stop").click()
-            page.wait_for_selector("#resilience-analysis[data-status=done]", timeout=45_000)
-            rows = page.locator("#resilience-verdicts tr[data-verdict]")
-            verdicts = {
-                rows.nth(i).get_attribute("data-verdict"): rows.nth(i).get_attribute("data-status")
-                for i in range(rows.count())
-            }
-            assert "duplicate-agent" in verdicts and len(verdicts) == 9, verdicts
-            assert verdicts["duplicate-agent"] == "pass", verdicts
-            assert "fail" not in verdicts.values(), verdicts
-            page.screenshot(path=str(ARTIFACTS / "webui-resilience-final.png"), full_page=True)
-
-            # The panel lives beside Locust's React tree: it leaves with the tab and comes back with it.
-            page.get_by_role("tab", name="Statistics").click()
-            page.wait_for_selector("#resilience-analysis", state="detached", timeout=5_000)
-            page.get_by_role("tab", name="Resilience").click()
-            page.wait_for_selector("#resilience-analysis[data-status=done] #resilience-report", timeout=5_000)
-
-            # The link opens the run's report.html, served by the web UI.
-            with browser.expect_page() as opened:
-                page.click("#resilience-report")
-            report = opened.value
-            report.wait_for_load_state()
-            assert report.url == web + "/resilience/report"
-            table = report.locator("table#verdicts")
-            if table.count():
-                table.wait_for(state="visible")
-                assert report.locator("table#verdicts [data-verdict='duplicate-agent']").count() >= 1
-            else:  # the report before its verdict table had ids
-                assert "duplicate-agent" in report.inner_text("body")
-            report.screenshot(path=str(ARTIFACTS / "webui-report.png"), full_page=True)
+            yield proc, web, browser, root
         finally:
             browser.close()
+
+
+def final_verdicts(page) -> dict[str, str]:
+    """The tab's final verdicts (name -> status), once the analysis of the stopped test is done."""
+    page.wait_for_selector("#resilience-analysis[data-status=done]", timeout=45_000)
+    rows = page.locator("#resilience-verdicts tr[data-verdict]")
+    return {
+        rows.nth(i).get_attribute("data-verdict"): rows.nth(i).get_attribute("data-status") for i in range(rows.count())
+    }
+
+
+def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
+    started = time.monotonic()
+    log = tmp_path / "locust.log"
+    with web_ui(tmp_path, "--stub-hb-interval-ms", "1000", "--stub-resume-window", "4", "--drain", "1") as (
+        proc,
+        web,
+        browser,
+        root,
+    ):
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(web + "/")
+
+        # The start form: every custom option is there, secrets blank in a password field.
+        run_dir = page.locator("input[name=runDir]")
+        assert run_dir.input_value() == str(root)
+        assert page.locator("input[name=adminToken]").get_attribute("type") == "password"
+        assert page.locator("input[name=adminToken]").input_value() == ""
+        for name in ("stubResumeWindow", "wsPath", "gapWeights", "drain", "zombieMaxWaitS"):
+            assert page.locator(f"input[name={name}]").count() == 1, name
+        assert page.locator("input[name=stubResumeWindow]").input_value() == "4"
+        page.fill("input[name=userCount]", str(USERS))
+        page.fill("input[name=spawnRate]", str(USERS))
+        page.get_by_role("button", name="Start").click()
+
+        # The Resilience tab, refreshed live by Locust's own polling.
+        page.get_by_role("tab", name="Resilience").click()
+        page.wait_for_function(
+            f"""() => {{
+                const rows = ({LIVE_FIGURES})();
+                return rows['connections'] && parseFloat(rows['connections'][1]) > 0
+                    && rows['events/s'] && parseFloat(rows['events/s'][1]) > 0;
+            }}"""
+        )
+        first = page.evaluate(LIVE_FIGURES)
+        page.wait_for_function(f"() => parseFloat(({LIVE_FIGURES})()['events/s'][4]) > {_number(first['events/s'][4])}")
+        live = page.evaluate(LIVE_FIGURES)
+        assert _number(live["backend RSS"][1]) > 0, live["backend RSS"]
+        assert _number(live["live agents"][1]) > 0, live["live agents"]
+        assert live["duplicate-agent"][2] in ("pass (provisional)", "waiting"), live["duplicate-agent"]
+        assert all(name in live for name in ("zombies reaped", "outbox", "reconnect p50", "reconnect p99")), live
+        page.wait_for_function(f"() => ({LIVE_FIGURES})()['reconnect p99'][1] !== ''")
+        page.screenshot(path=str(ARTIFACTS / "webui-resilience-live.png"), full_page=True)
+
+        # Stop in the UI: the analysis runs on the run directory; the tab shows its verdicts and a link.
+        page.get_by_role("button", name="Stop").click()
+        verdicts = final_verdicts(page)
+        assert "duplicate-agent" in verdicts and len(verdicts) == 9, verdicts
+        assert verdicts["duplicate-agent"] == "pass", verdicts
+        assert "fail" not in verdicts.values(), verdicts
+        page.screenshot(path=str(ARTIFACTS / "webui-resilience-final.png"), full_page=True)
+
+        # The panel lives beside Locust's React tree: it leaves with the tab and comes back with it.
+        page.get_by_role("tab", name="Statistics").click()
+        page.wait_for_selector("#resilience-analysis", state="detached", timeout=5_000)
+        page.get_by_role("tab", name="Resilience").click()
+        page.wait_for_selector("#resilience-analysis[data-status=done] #resilience-report", timeout=5_000)
+
+        # The link opens the run's report.html, served by the web UI.
+        with browser.expect_page() as opened:
+            page.click("#resilience-report")
+        report = opened.value
+        report.wait_for_load_state()
+        assert report.url == web + "/resilience/report"
+        report.locator("table#verdicts").wait_for(state="visible")
+        assert report.locator("table#verdicts [data-verdict='duplicate-agent']").count() >= 1
+        report.screenshot(path=str(ARTIFACTS / "webui-report.png"), full_page=True)
         run = only_run(root)
         assert (run / "report.html").exists() and (run / "verdicts.json").exists()
         assert stop(proc) == 0, log.read_text()[-3000:]
@@ -191,3 +197,44 @@ def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
     assert m["complete"] and m["exit_reason"] == "stopped, then quit", m
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     assert time.monotonic() - started < 90
+
+
+def test_a_scenario_picked_in_the_form_runs_with_its_users_and_backend_settings(tmp_path):
+    """``-f locustfile.py,scenarios/shape.py``: the scenario list in the form; picking ``heartbeat`` brings its
+    user mix (heartbeat and zombie clients only), its knobs, and its backend settings (the embedded backend
+    restarts with them before the users start); the shape ends the test at the run time and the tab shows
+    the scenario's verdicts."""
+    from scenarios.catalog import SCENARIOS
+
+    log = tmp_path / "locust.log"
+    with web_ui(tmp_path, "--drain", "1", locustfile="locustfile.py,scenarios/shape.py") as (proc, web, browser, root):
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(web + "/")
+        page.fill("input[name=userCount]", "8")
+        page.fill("input[name=spawnRate]", "8")
+        page.get_by_text("Advanced options").click()
+        page.fill("input[name=runTime]", "12s")
+        page.get_by_text("Custom parameters").click()
+        choices = page.locator("select[name=scenario] option").evaluate_all("os => os.map(o => o.value)")
+        assert set(SCENARIOS) <= set(choices), choices
+        page.select_option("select[name=scenario]", "heartbeat")
+        page.get_by_role("button", name="Start").click()
+        page.get_by_role("tab", name="Resilience").click()
+
+        verdicts = final_verdicts(page)  # nobody pressed Stop: the scenario's shape ended the test
+        page.screenshot(path=str(ARTIFACTS / "webui-scenario-heartbeat.png"), full_page=True)
+        assert verdicts["zombie"] == "pass" and verdicts["duplicate-agent"] == "pass", verdicts
+        assert verdicts["delivery"] == verdicts["refresh"] == "skipped", verdicts  # not in the heartbeat mix
+        assert "fail" not in verdicts.values(), verdicts
+        assert stop(proc) == 0, log.read_text()[-3000:]
+    m = meta(only_run(root))
+    assert m["scenario"] == "heartbeat", m["scenario"]
+    spawned = {name: n for name, n in m["user_classes"].items() if n}
+    assert spawned == {"HeartbeatUser": 6, "ZombieUser": 2}, m["user_classes"]  # the scenario's 3:1 mix of 8
+    assert m["options"]["zombie_max_wait_s"] == 6, m["options"]
+    backend = m["backend"]
+    assert len(backend["reconfigured"]) == 1 and not backend["restarts"], backend
+    args = backend["args"]
+    assert args[args.index("--hb-interval-ms") + 1] == "1000", args
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
