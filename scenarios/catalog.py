@@ -120,8 +120,8 @@ _ALL = [
     Scenario(
         "context",
         "Does a resumed session keep its history and agent context, and does one past the window expire cleanly?",
-        "Context preservation TC1-TC5: history survives, agent context survives mid-workflow, another address, "
-        "10 reconnect cycles with 1-5 s gaps, brief / medium / extended gaps",
+        "Context preservation TC1-TC3, TC5: history survives, agent context survives mid-workflow, "
+        "another address, brief / medium / extended gaps (TC4: context-cycles)",
         "context, delivery, reconnect-latency (brief gaps)",
         {"ConversationUser": 1},
         users=10,
@@ -137,6 +137,31 @@ _ALL = [
         min_seconds=15,
         drain=5,
         gate=("context", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "context-cycles",
+        "Does a session stay the same through 10 reconnects in a row, 1 to 5 s apart, without holding memory?",
+        "Context preservation TC4: 10 disconnect/reconnect cycles, gaps varied 1-5 s, state checked after each, "
+        "memory < 5 % up after the 10 cycles",
+        "context (after every cycle), delivery, duplicate-agent, leak (the plan's bound: under 5 % of the "
+        "backend's RSS held after the drain)",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=75,  # 10 cycles of ~1 s of turns and a 1-5 s gap: about 45 s, 70 s at worst
+        options={
+            **COMPRESSED,
+            "stub-resume-window": 10,  # every 1-5 s gap inside the window
+            "turns-per-connection": 5,  # "a rich context" before the first drop
+            "gap-weights": "0,1,0",
+            "gap-medium-s": 3,
+            "gap-spread-s": 2,
+            "conversation-cycles": 10,
+            "thresholds": "scenarios/thresholds/context-cycles.toml",
+        },
+        min_seconds=15,
+        drain=15,  # past the window: the sessions of the stopped users expire before memory is compared
+        gate=("context", "delivery", "duplicate-agent", "leak", "harness-health"),
     ),
     Scenario(
         "context-full",

@@ -80,3 +80,23 @@ def test_quantile_upper_bound_covers_the_true_quantile():
     true_p99 = -np.log(0.01)  # exponential(1)
     covered = sum(quantile(rng.exponential(size=400), 0.99).upper >= true_p99 for _ in range(400))
     assert covered / 400 >= 0.93
+
+
+def test_a_plans_relative_memory_bound_fails_what_is_held_beyond_it(tmp_path):
+    """``leak.max_held_share`` (context-cycles: TC4's "< 5 % more memory"): the RSS held after the drain
+    against the pre-load baseline. 60 MiB/h for 300 s holds 5 MiB of a 50 MiB baseline (10 %)."""
+    from analysis import thresholds
+    from analysis.rundir import load
+    from analysis.verdicts.base import Status
+    from analysis.verdicts.leak import judge
+    from tests.synthetic_run import write_run
+
+    th = thresholds.load()
+    th["leak"]["max_held_share"] = 0.05
+    leaking = load(write_run(tmp_path / "leaking", leak_mib_per_hour=60.0))
+    verdict = judge(leaking, th)
+    assert verdict.status is Status.FAIL and "of the 50 MiB baseline (bound 5%)" in verdict.summary, verdict.summary
+    slight = judge(load(write_run(tmp_path / "slight", leak_mib_per_hour=12.0)), th)
+    assert slight.status is Status.PASS and "2.0% of the baseline, bound 5%" in slight.summary, slight.summary
+    th["leak"]["max_held_share"] = 0.0  # the default: no relative bound, the 5 MiB stay under min_growth_mib
+    assert judge(leaking, th).status is Status.PASS

@@ -30,6 +30,7 @@ BRIEF = {
     "flapping-resources": [],
     "flapping-scale": ["-u", "20", "-r", "20", "-t", "20s"],
     "context": ["-t", "15s"],
+    "context-cycles": ["-t", "15s"],
     "context-full": ["-u", "2", "-t", "5s"],
     "midstream": ["-t", "10s"],
     "queuing": ["-t", "10s"],

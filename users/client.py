@@ -29,8 +29,11 @@ from .recording import emit
 from .session_state import Observation, SessionState, full_jitter_ms
 from .transport import ABNORMAL, Closed, ConnectError, WebSocket, shared_ssl_context
 
-#: Refresh a token this long before it expires when connecting (a hello must not race expiry).
+#: Refresh a token this long before it expires when connecting (a hello must not race expiry) ...
 TOKEN_MARGIN_S = 1.0
+#: ... or this share of its lifetime, if longer: a client that never refreshes over the socket would
+#: otherwise open connections that its token's expiry ends (a 4002 mid-turn) within a second or two.
+TOKEN_MARGIN_SHARE = 1 / 3
 
 
 class AgentClient:
@@ -99,7 +102,8 @@ class AgentClient:
         return fresh is not None
 
     def _token_usable(self) -> bool:
-        return bool(self.token) and (not self.token_exp or self.token_exp - time() > TOKEN_MARGIN_S)
+        margin = max(TOKEN_MARGIN_S, self.token_ttl_s * TOKEN_MARGIN_SHARE)
+        return bool(self.token) and (not self.token_exp or self.token_exp - time() > margin)
 
     # -- connecting ---------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ import random
 
 import gevent
 from locust import constant, task
+from locust.exception import StopUser
 
 from agentws.events import Kind
 from agentws.protocol import NewSessionReason
@@ -27,12 +28,14 @@ class ConversationUser(AgentUser):
     count and its history are unchanged, that the interrupted reply completes
     with the right sha256, and that every push arrived once and in order. Past
     the window it checks for a clean new session (``reason: expired``, no turns).
+    With ``--conversation-cycles`` it stops after that many drops.
     """
 
     wait_time = constant(0)
 
     def on_start(self) -> None:
         self.push_ids: dict[str, int] = {}  #: session -> last push id sent
+        self.cycles = 0
 
     @task
     def converse(self) -> None:
@@ -60,19 +63,20 @@ class ConversationUser(AgentUser):
         session = client.state.session
         expected = [] if gap == "extended" else self.push_while_away(session)
         gevent.sleep(self.gap_seconds(gap))
-        if not self.come_back(self.now(), planned=True):
-            return
-        if gap == "extended":
-            self.check_expired_cleanly()
-        else:
-            self.check_context_kept(expected)
+        self.cycles += 1
+        if self.come_back(self.now(), planned=True):
+            if gap == "extended":
+                self.check_expired_cleanly()
+            else:
+                self.check_context_kept(expected)
+        if self.settings.conversation_cycles and self.cycles >= self.settings.conversation_cycles:
+            raise StopUser()
 
     def gap_seconds(self, gap: str) -> float:
         s = self.settings
-        if gap == "brief":
-            return s.gap_brief_s
-        if gap == "medium":
-            return s.gap_medium_s
+        if gap in ("brief", "medium"):
+            length = s.gap_brief_s if gap == "brief" else s.gap_medium_s
+            return max(0.0, length + random.uniform(-s.gap_spread_s, s.gap_spread_s))
         window = self.client.state.resume_window_s
         return s.gap_extended_s or window * 1.25 + EXPIRY_SLACK_S
 

@@ -53,6 +53,8 @@ class Settings:
     gap_medium_s: float = 1.0
     gap_extended_s: float = 0.0  #: 0 = resume_window_s from welcome + 1 s
     gap_weights: str = "6,3,1"  #: brief, medium, extended
+    gap_spread_s: float = 0.0  #: brief and medium gaps drawn uniformly from their length +/- this
+    conversation_cycles: int = 0  #: drops per user, then it stops; 0 = no limit
     pushes_while_away: int = 2
 
     @classmethod
@@ -135,4 +137,6 @@ def _add_arguments(parser) -> None:
     arg("--gap-medium-s", float, "ConversationUser: medium disconnection")
     arg("--gap-extended-s", float, "ConversationUser: extended disconnection (0 = past the resume window)")
     arg("--gap-weights", str, "ConversationUser: weights of brief,medium,extended gaps")
+    arg("--gap-spread-s", float, "ConversationUser: brief and medium gaps drawn uniformly from their length +/- this")
+    arg("--conversation-cycles", int, "ConversationUser: drops per user, then it stops (0 = until the run ends)")
     arg("--pushes-while-away", int, "ConversationUser: notifications pushed while disconnected")

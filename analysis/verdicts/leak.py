@@ -69,7 +69,9 @@ def judge(run: Run, th: dict) -> Verdict:
        ``min_growth_mib`` above the first (:func:`analysis.stats.judge_growth`);
     2. **held per cycle**: after the load drained (``--drain``), RSS above the
        pre-load baseline divided by the connect/disconnect cycles of the run is
-       above ``max_held_kib_per_cycle`` and the total above ``min_growth_mib``;
+       above ``max_held_kib_per_cycle`` and the total above ``min_growth_mib``,
+       or (when ``max_held_share`` > 0, a test plan's relative bound) the total
+       above that share of the baseline;
     3. **return to baseline**: after the drain, open fds above the baseline by
        more than ``fd_slack``, threads by more than ``thread_slack``, or more than
        ``max_close_wait`` CLOSE_WAIT sockets.
@@ -112,7 +114,7 @@ def judge(run: Run, th: dict) -> Verdict:
     missing = growth["missing"] + drain["missing"]
     if not growth["windows"] or drain["missing"]:
         return inconclusive(NAME, "cannot judge: " + "; ".join(missing), **figures)
-    return Verdict(NAME, Status.PASS, _pass_summary(growth["windows"], drain["figures"]), **figures)
+    return Verdict(NAME, Status.PASS, _pass_summary(growth["windows"], drain["figures"], th), **figures)
 
 
 def _growth(series: pd.DataFrame, start: float, end: float, per_conn: float | None, th: dict) -> dict:
@@ -177,6 +179,7 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
         "held_mib": held / MIB,
         "cycles": cycles,
         "held_kib_per_cycle": per_cycle / 1024,
+        "held_share": held / base["rss_bytes"] if base["rss_bytes"] else None,
         "fds_baseline": base["num_fds"],
         "fds_after_drain": last["num_fds"],
         "threads_baseline": base["num_threads"],
@@ -186,6 +189,12 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     findings = []
     if cycles and per_cycle > th["max_held_kib_per_cycle"] * 1024 and held > th["min_growth_mib"] * MIB:
         findings.append(f"{held / MIB:.1f} MiB still held after the drain: {per_cycle / 1024:.1f} KiB per cycle")
+    share = th["max_held_share"]
+    if share > 0 and held > share * base["rss_bytes"]:
+        findings.append(
+            f"{held / MIB:.1f} MiB still held after the drain: {held / base['rss_bytes']:.1%} of the "
+            f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {share:.0%})"
+        )
     if last["num_fds"] - base["num_fds"] > th["fd_slack"]:
         findings.append(f"{last['num_fds'] - base['num_fds']:.0f} more open fds after the drain than before the load")
     if last["num_threads"] - base["num_threads"] > th["thread_slack"]:
@@ -195,9 +204,17 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     return {"findings": findings, "missing": [], "figures": figures}
 
 
-def _pass_summary(windows: list[dict], drained: dict) -> str:
+def _pass_summary(windows: list[dict], drained: dict, th: dict) -> str:
     why = "; ".join(f"{w['growth_mib']:.1f} MiB, {w['reason']}" for w in windows)
     return (
         f"no leak beyond live connections ({why}); after the drain "
-        f"{drained['held_mib']:.1f} MiB held over {drained['cycles']} cycles, fds and threads back to baseline"
+        f"{drained['held_mib']:.1f} MiB held over {drained['cycles']} cycles{_share(drained, th)}, "
+        "fds and threads back to baseline"
     )
+
+
+def _share(drained: dict, th: dict) -> str:
+    """The held share of the baseline, when a plan's relative bound is set."""
+    if not th["max_held_share"] or drained.get("held_share") is None:
+        return ""
+    return f" ({drained['held_share']:.1%} of the baseline, bound {th['max_held_share']:.0%})"
