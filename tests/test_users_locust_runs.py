@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_users_plugin import EVENTS_PATH_ENV, Run
+from tests.test_users_plugin import ACTIVE_S_ENV, EVENTS_PATH_ENV, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -19,17 +19,18 @@ LOCUST = str(Path(sys.executable).with_name("locust"))
 def run_locust(
     tmp_path, host: str, user_class: str, users: int, seconds: float, *options: str, rate=50, during=None
 ) -> Run:
-    """``locust --headless`` for ``seconds`` with one user class; the events it recorded.
+    """``locust --headless`` with one user class, ``seconds`` from its users' first protocol event
+    (``-t`` bounds it at 30 s more); the events it recorded.
 
     ``during=(after_s, action)`` calls ``action()`` in the test process ``after_s`` into the run.
     """
     path = tmp_path / f"{user_class}-{len(list(tmp_path.glob('*.jsonl')))}.jsonl"
     cmd = [
         LOCUST, "-f", "locustfile.py,tests/test_users_plugin.py", "--headless",
-        "-u", str(users), "-r", str(rate), "-t", f"{seconds}s", "--stop-timeout", "3",
+        "-u", str(users), "-r", str(rate), "-t", f"{seconds + 30}s", "--stop-timeout", "3",
         "--host", host, "--loglevel", "WARNING", "--only-summary", *options, user_class,
     ]  # fmt: skip
-    env = {**os.environ, EVENTS_PATH_ENV: str(path)}
+    env = {**os.environ, EVENTS_PATH_ENV: str(path), ACTIVE_S_ENV: str(seconds)}
     pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
     with subprocess.Popen(cmd, cwd=ROOT, env=env, **pipes) as proc:
         if during is not None:
@@ -37,7 +38,7 @@ def run_locust(
             time.sleep(after_s)
             action()
         try:
-            _, stderr = proc.communicate(timeout=seconds + 40)
+            _, stderr = proc.communicate(timeout=seconds + 70)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, stderr = proc.communicate()
@@ -47,8 +48,10 @@ def run_locust(
 def assert_clean_end(run: Run) -> None:
     assert run.end, run.describe()
     assert run.end["sockets"] == 0, run.describe()
-    # gevent's resolver threads (_WorkerGreenlet, each with a bare thread greenlet) may stay; no user's may
-    spawned = [g for g in run.end["greenlets"] if g not in ("Hub", "greenlet", "_WorkerGreenlet")]
+    # gevent's resolver threads (_WorkerGreenlet, each with a bare thread greenlet) may stay, and Locust's
+    # -t timer (the run quit before it, see ACTIVE_S_ENV); no user's may
+    ignored = ("Hub", "greenlet", "_WorkerGreenlet", "main.<locals>.stop_and_optionally_quit")
+    spawned = [g for g in run.end["greenlets"] if g not in ignored]
     assert spawned == ["stats_history"], run.describe()
     assert "Traceback" not in run.stderr, run.describe()
 

@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 EVENTS_PATH_ENV = "USERS_TEST_EVENTS"
+#: Seconds the run goes on after the users' first protocol event, then it quits: a busy machine's slow
+#: start (imports, first connects) does not eat into the time the test's counts were sized for.
+ACTIVE_S_ENV = "USERS_TEST_ACTIVE_S"
 
 
 def _live_greenlets() -> list[str]:
@@ -72,9 +75,19 @@ def _install(path: str) -> None:
     def on_request(request_type, name, response_time, exception=None, **_):
         write("request", name=name, ms=response_time, failure=repr(exception) if exception else "")
 
+    active_s = float(os.environ.get(ACTIVE_S_ENV) or 0)
+    quit_scheduled = []
+
     @events.init.add_listener
     def on_init(environment, **_):
-        protocol_events(environment).add_listener(lambda event, **_: write("event", **event._asdict()))
+        def on_event(event, **_):
+            write("event", **event._asdict())
+            if active_s and not quit_scheduled:
+                import gevent
+
+                quit_scheduled.append(gevent.spawn_later(active_s, environment.runner.quit))
+
+        protocol_events(environment).add_listener(on_event)
         environment.events.request.add_listener(on_request)
 
     @events.test_start.add_listener

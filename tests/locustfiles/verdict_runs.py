@@ -94,8 +94,10 @@ TARGET = {
     "forget-on-restart": "restart",
 }
 
-#: Verdicts a fault may fail besides its target: a forgotten session's pushes and history are gone too.
-MAY_ALSO_FAIL = {"forget-on-restart": ("delivery", "context")}
+#: Verdicts a fault may fail besides its target. forget-on-restart: a forgotten session's pushes and
+#: history are gone too; and with few reconnects, those through the restart set the p99, which a busy
+#: machine's slower backend start can push past 2 s.
+MAY_ALSO_FAIL = {"forget-on-restart": ("delivery", "context", "reconnect-latency")}
 
 
 def run_all(names, root: Path, parallel: int = 4, timeout: float = 120) -> dict[str, tuple[Path, int | None]]:
