@@ -160,7 +160,7 @@ CONVERSATION_SERVER = ("--rate-limit", "0", "--chunk-delay-ms", "20", "--chunks-
 
 def conversation_users(stub, weights: str = "1,1,0") -> tuple[str, ...]:
     return (
-        "--admin-token", stub.admin_token, "--gap-brief-s", "0.1", "--gap-medium-s", "0.4",
+        f"--admin-token={stub.admin_token}", "--gap-brief-s", "0.1", "--gap-medium-s", "0.4",
         "--gap-weights", weights, "--turns-per-connection", "2",
     )  # fmt: skip
 
