@@ -222,7 +222,7 @@ def test_backend_settings_and_faults_picked_in_the_form_restart_the_embedded_bac
                 ("stub_resume_window", "7"), ("stub_chunk_delay_ms", "soon")]  # fmt: skip
         assert _swarm(web, form)["success"], log.read_text()[-2000:]
         backend = wait_for(
-            lambda: meta(only_run(root))["backend"]["reconfigured"] and meta(only_run(root))["backend"],
+            lambda: (b := meta(only_run(root))["backend"])["reconfigured"] and b,
             20,
             "the restart",
         )

@@ -51,6 +51,7 @@ class AgentClient:
         self.token = ""
         self.token_exp = 0.0  #: wall clock
         self.token_ttl_s = self.settings.token_ttl_s
+        self.token_margin_s = max(TOKEN_MARGIN_S, self.token_ttl_s * TOKEN_MARGIN_SHARE)
         self.lost: Lost | None = None
         self.retry_after_ms = 0.0
         self.last_sent = monotonic()
@@ -102,8 +103,7 @@ class AgentClient:
         return fresh is not None
 
     def _token_usable(self) -> bool:
-        margin = max(TOKEN_MARGIN_S, self.token_ttl_s * TOKEN_MARGIN_SHARE)
-        return bool(self.token) and (not self.token_exp or self.token_exp - time() > margin)
+        return bool(self.token) and (not self.token_exp or self.token_exp - time() > self.token_margin_s)
 
     # -- connecting ---------------------------------------------------------------
     @property

@@ -189,11 +189,11 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     findings = []
     if cycles and per_cycle > th["max_held_kib_per_cycle"] * 1024 and held > th["min_growth_mib"] * MIB:
         findings.append(f"{held / MIB:.1f} MiB still held after the drain: {per_cycle / 1024:.1f} KiB per cycle")
-    share = th["max_held_share"]
-    if share > 0 and held > share * base["rss_bytes"]:
+    share = figures["held_share"]
+    if th["max_held_share"] > 0 and share is not None and share > th["max_held_share"]:
         findings.append(
-            f"{held / MIB:.1f} MiB still held after the drain: {held / base['rss_bytes']:.1%} of the "
-            f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {share:.0%})"
+            f"{held / MIB:.1f} MiB still held after the drain: {share:.1%} of the "
+            f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {th['max_held_share']:.0%})"
         )
     if last["num_fds"] - base["num_fds"] > th["fd_slack"]:
         findings.append(f"{last['num_fds'] - base['num_fds']:.0f} more open fds after the drain than before the load")
