@@ -81,15 +81,16 @@ class EmbeddedBackend:
         self.stub.args, self.faults = wanted, list(faults)
         try:
             self.stub.restart()
+            changed = True
         except Exception as e:
             logger.error("the embedded backend did not start with %s (%s): back to its previous settings", args, e)
             self.stub.args, self.faults = previous
             self.stub.start()
-            self.pids.append(self.stub.pid)
-            return False
+            changed = False
         self.pids.append(self.stub.pid)
-        self.reconfigured.append({"ts": time.time(), "args": list(args), "pid": self.stub.pid})
-        return True
+        if changed:
+            self.reconfigured.append({"ts": time.time(), "args": list(args), "pid": self.stub.pid})
+        return changed
 
     def stop(self) -> int | None:
         global current

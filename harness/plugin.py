@@ -34,7 +34,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRu
 from agentws.events import EVENT_COLUMNS
 from scenarios.catalog import SCENARIOS
 
-from . import __version__, exports, options, verdicts
+from . import __version__, exports, form, options, verdicts
 from .embedded import EmbeddedBackend
 from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
 from .rundir import CsvSink, RunDir
@@ -86,9 +86,7 @@ class Run:
         env.events.test_stop.add_listener(self._on_test_stop)
         env.events.quitting.add_listener(self._on_quitting)
         self.dir.save()
-        # The web UI shows secrets blank (see _mask_web_ui_secrets), so its form posts them back blank:
-        # remember the real values to put back at test start.
-        self.secrets = {a.dest: v for a in _secret_actions() if (v := getattr(opts, a.dest, None))}
+        self.secrets = form.secret_values(opts)  #: put back at test start: the web UI's form posts them blank
         logger.info("run directory %s", self.dir.path)
         return self
 
@@ -267,25 +265,6 @@ def _on_parser(parser, **_) -> None:
     options.add_arguments(parser)
 
 
-def _secret_actions() -> list:
-    parser = options._PARSER
-    return [a for a in (parser._actions if parser else []) if getattr(a, "is_secret", False)]
-
-
-def _mask_web_ui_secrets(web_ui) -> None:
-    """Blank ``is_secret`` options in the page's data: Locust renders their values in clear into the HTML
-    (a password input only hides them on screen). Run._on_test_start puts the real value back."""
-    update = web_ui.update_template_args
-
-    def update_masked() -> None:
-        update()
-        for spec in web_ui.template_args.get("extra_options", {}).values():
-            if spec.get("is_secret"):
-                spec["default_value"] = ""
-
-    web_ui.update_template_args = update_masked
-
-
 @events.init.add_listener
 def _on_init(environment, runner, web_ui=None, **_) -> None:
     global current
@@ -296,7 +275,8 @@ def _on_init(environment, runner, web_ui=None, **_) -> None:
         _setup_worker(environment, opts)
         return
     if web_ui is not None:
-        _mask_web_ui_secrets(web_ui)
+        form.mask_secrets(web_ui)
+        form.keep_multiple_choices(web_ui, opts)
     try:
         current = Run(environment).open()
     except options.OptionError as e:

@@ -34,7 +34,7 @@ from flask import Blueprint, jsonify, request, send_file, send_from_directory
 
 from analysis import thresholds as analysis_thresholds
 
-from . import options, verdicts
+from . import verdicts
 from .live import MIB, RESERVOIR, WAITING, Live, Provisional, as_number, show
 from .recorder import MasterRecorder
 
@@ -180,15 +180,6 @@ class ResilienceTab:
         routes.add_url_rule("/report", "report", auth(self._report))
         routes.add_url_rule("/tab.js", "script", auth(lambda: send_file(SCRIPT, mimetype="text/javascript", max_age=0)))
         web_ui.app.register_blueprint(routes)
-
-        @web_ui.app.before_request
-        def keep_multiple_choices():
-            # Locust 2.47's /swarm casts a posted multiple-choice option to int while its value is the empty
-            # default list (a 500 for --stub-fault picked in the form): give the option what was posted first.
-            if request.method == "POST" and request.path == f"{base}/swarm":
-                for dest in options.multiple_choice_options():
-                    if posted := [v for v in request.form.getlist(dest) if v]:
-                        setattr(self.run.options, dest, posted)
 
         @web_ui.app.after_request
         def add_tab(response):
