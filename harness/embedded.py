@@ -63,7 +63,7 @@ class EmbeddedBackend:
             entry.update(new_pid=self.stub.pid, ok=True, ready_ts=time.time())
             self.pids.append(self.stub.pid)
         except Exception as e:
-            entry["error"] = str(e)[:300]
+            entry["error"] = first_and_last_line(str(e))
             logger.error("embedded backend did not come back: %s", e)
         return entry
 
@@ -114,6 +114,12 @@ class EmbeddedBackend:
             "restarts": self.restarts,
             "reconfigured": self.reconfigured,
         }
+
+
+def first_and_last_line(text: str) -> str:
+    """A failure in one line: its first (what failed, where its log is) and its last (a traceback's error)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()] or ["no message"]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
 def restart(hard: bool = False) -> dict:

@@ -161,7 +161,9 @@ class Session:
                 "turns": a.turns,
                 "history": [[t.turn, t.cid, t.text, t.reply_sha256, t.produced] for t in a.history],
             },
-            "pending": [t.turn for t in self.pending],
+            # Whole rows: a pending turn need not be in the agent's history (a resume under the
+            # duplicate-agent fault replaces the agent; more pending turns than HISTORY_LIMIT).
+            "pending": [[t.turn, t.cid, t.text, t.reply_sha256, t.produced] for t in self.pending],
             "cids": self.cids,
             "resumes": self.resumes,
         }
@@ -180,10 +182,17 @@ class Session:
             s.outbox.frames.append((seq, text))
             s.outbox.bytes += len(text)
         by_turn = {t.turn: t for t in agent.history}
-        s.pending.extend(by_turn[n] for n in snap["pending"])
+        s.pending.extend(_pending_turn(row, by_turn) for row in snap["pending"])
         s.cids = dict(snap["cids"])
         s.resumes = snap.get("resumes", 0)
         return s
+
+
+def _pending_turn(row: list, by_turn: dict[int, Turn]) -> Turn:
+    """The pending turn of a snapshot: the history's own object when it is there (so the reply, once
+    complete, shows in the history), else one rebuilt from its row."""
+    found = by_turn.get(row[0])
+    return found if found is not None and found.cid == row[1] else Turn(*row)
 
 
 def encode(frame: dict) -> str:

@@ -166,6 +166,20 @@ def test_run_with_no_reconnects(runs, tmp_path):
     assert verdicts["reconnect-latency"]["summary"] == "no reconnects in this run"
 
 
+def test_a_restart_the_backend_did_not_come_back_from_fails_restart_naming_its_error(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    restart = meta["backend"]["restarts"][0]
+    restart.update(ok=False, new_pid=None, error="server_stub exited with 1; log backend.log: ... KeyError: 3")
+    restart.pop("ready_ts", None)
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    code, verdicts, _ = judged(run_dir)
+    assert code == EXIT_FAIL
+    assert verdicts["restart"]["status"] == "fail"
+    assert "did not come back after the restart" in verdicts["restart"]["summary"]
+    assert "KeyError: 3" in verdicts["restart"]["summary"]
+
+
 def test_too_few_reconnects_for_the_bound_is_inconclusive(runs):
     _, verdicts, _ = judged(runs["refresh-breaks"][0])
     latency = verdicts["reconnect-latency"]

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from harness import options
+from harness.embedded import first_and_last_line
 from harness.rundir import CsvSink, RunDir
 from harness.telemetry import http_base, parse_metrics
 
@@ -44,3 +45,10 @@ def test_metrics_and_hosts():
 def test_secret_options_never_reach_meta():
     assert options.is_secret("admin_token") and options.is_secret("jwt_secret") and options.is_secret("web_login")
     assert not options.is_secret("run_dir")
+
+
+def test_a_failure_is_summed_up_by_its_first_and_last_line():
+    text = "server_stub exited with 1; log x/backend.log:\nTraceback (most recent call last):\n  File\nKeyError: 3\n"
+    assert first_and_last_line(text) == "server_stub exited with 1; log x/backend.log: ... KeyError: 3"
+    assert first_and_last_line("refused") == "refused"
+    assert first_and_last_line("") == "no message"

@@ -242,3 +242,28 @@ def test_clean_backend_returns_to_baseline_after_cycles_and_expiry(stub_factory,
     assert after["agents_destroyed_total"] == after["agents_created_total"]
     assert abs(after["open_fds"] - baseline["open_fds"]) <= 2
     assert after["tasks"] <= baseline["tasks"] + 1
+
+
+def test_duplicate_agent_with_a_reply_pending_survives_a_restart(stub_factory, user, tmp_path):
+    """The fault replaces the agent while a turn is pending: the snapshot must still restore (it used
+    to fail the backend's start-up with a KeyError, so a restart under the fault never came back)."""
+    stub = start(stub_factory, Fault.DUPLICATE_AGENT, *SLOW, "--store", f"sqlite:{tmp_path}/dup.db")
+
+    async def go():
+        async with Clients(stub) as cs:
+            a = await cs.session(user)
+            await a.send({"t": T.MSG, "cid": "c1", "text": "first"})
+            await a.recv(T.CHUNK)
+            await a.close()
+            b = await cs.resume(user, a)
+            assert b.welcome["agent"]["id"] != a.welcome["agent"]["id"]
+            await b.close()
+        await asyncio.to_thread(stub.restart)
+        async with Clients(stub) as cs:
+            c = await cs.resume(user, b)
+            done = await c.recv(T.DONE)
+            return c.welcome, done
+
+    welcome, done = run(go())
+    assert welcome["resumed"] is True
+    assert done["turn"] == 1 and done["n"] == 10

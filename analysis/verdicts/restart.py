@@ -68,6 +68,11 @@ def peak_reconnects_per_second(events: pd.DataFrame, at: float, horizon_s: float
     return int(np.floor(ts - at).value_counts().max()) if len(ts) else 0
 
 
+def failed_restarts(run: Run) -> list[dict]:
+    """The harness's records of restarts after which the backend did not start again."""
+    return [r for r in (run.meta.get("backend") or {}).get("restarts") or [] if "ts" in r and r.get("ok") is False]
+
+
 def judge(run: Run, th: dict) -> Verdict:
     """For each backend restart (recorded by the harness, or a storm of 1012
     closes): every client cut off by it (an unplanned disconnect within 5 s) has
@@ -76,7 +81,8 @@ def judge(run: Run, th: dict) -> Verdict:
     backend lost it), with its state: no delivery failure, history difference
     or context change for that client within the bound (a backend that forgot
     the last pushes or stream frames resumes the session but not its content).
-    Clients whose run ended before the bound are not counted.
+    Clients whose run ended before the bound are not counted. A restart after
+    which the harness's backend did not start again fails, naming its error.
 
     figure: sessions that came back new; threshold ``max_sessions_lost`` (0);
     n: clients cut off. Also reported: the storm's peak reconnects per second,
@@ -127,9 +133,12 @@ def judge(run: Run, th: dict) -> Verdict:
             "back_within_s": th["back_within_s"],
         },
     )
-    if clients.empty:
+    problems = [
+        f"the backend did not come back after the restart at {utc(r['ts'])}: {r.get('error') or 'no error recorded'}"
+        for r in failed_restarts(run)
+    ]
+    if clients.empty and not problems:
         return Verdict(NAME, Status.INCONCLUSIVE, "no client was connected when the backend restarted", **figures)
-    problems = []
     if len(lost) > th["max_sessions_lost"]:
         problems.append(
             f"{len(lost)} of {len(clients)} sessions lost across the restart "
