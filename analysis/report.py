@@ -249,7 +249,7 @@ def _charts(run: Run, verdicts: list[Verdict], rec: pd.DataFrame, tl: Timeline, 
         charts.hb_rtt(
             figures.hb_rtt_over_time(ev, tl.t0, step),
             tl,
-            why_empty=no_events or "no heartbeat round trips (no HeartbeatUser?)",
+            why_empty=no_events or "no heartbeat round trips (no user waited a heartbeat interval?)",
         ),
         charts.errors_and_closes(
             figures.errors_over_time(ev, tl.t0, step),

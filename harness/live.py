@@ -116,7 +116,7 @@ class Live:
 
     def _close(self, cls: str, ok, latency_ms, code: str, detail: str) -> None:
         t = self.tally
-        if cls == liveness.HEARTBEAT_USER and code == liveness.REAPED:
+        if cls != liveness.ZOMBIE_USER and code == liveness.REAPED:
             t["live_clients_reaped"] += 1
         if cls != liveness.ZOMBIE_USER:
             return
@@ -278,7 +278,7 @@ class Provisional:
         parts = [
             f"{t['zombies_never_reaped']} never reaped" if t["zombies_never_reaped"] else "",
             f"{t['zombies_reaped_late']} reaped late" if t["zombies_reaped_late"] else "",
-            f"{t['live_clients_reaped']} heartbeating client(s) reaped" if t["live_clients_reaped"] else "",
+            f"{t['live_clients_reaped']} live (heartbeating) client(s) reaped" if t["live_clients_reaped"] else "",
         ]
         if any(parts):
             return (Status.FAIL, figure, bound, rounds, "; ".join(filter(None, parts)))

@@ -89,7 +89,7 @@ def test_each_failure_shows_as_it_arrives():
         assert judged[name][0] == "fail", (name, judged[name])
     assert judged["duplicate-agent"][1] == "3 duplicates"  # backend 2 + one agent change seen by a client
     assert judged["delivery"][1] == "2 failures"
-    assert "1 reaped late" in judged["zombie"][4] and "1 heartbeating client(s) reaped" in judged["zombie"][4]
+    assert "1 reaped late" in judged["zombie"][4] and "1 live (heartbeating) client(s) reaped" in judged["zombie"][4]
     assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == float("inf")
 
 

@@ -14,6 +14,8 @@ from tests.test_users_plugin import ACTIVE_S_ENV, EVENTS_PATH_ENV, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
+#: How long a run may take to start (imports, first connect) before a ``during`` action goes ahead anyway.
+FIRST_EVENT_WAIT_S = 30.0
 
 
 def run_locust(
@@ -22,7 +24,7 @@ def run_locust(
     """``locust --headless`` with one user class, ``seconds`` from its users' first protocol event
     (``-t`` bounds it at 30 s more); the events it recorded.
 
-    ``during=(after_s, action)`` calls ``action()`` in the test process ``after_s`` into the run.
+    ``during=(after_s, action)`` calls ``action()`` in the test process ``after_s`` after that first event.
     """
     path = tmp_path / f"{user_class}-{len(list(tmp_path.glob('*.jsonl')))}.jsonl"
     cmd = [
@@ -35,6 +37,7 @@ def run_locust(
     with subprocess.Popen(cmd, cwd=ROOT, env=env, **pipes) as proc:
         if during is not None:
             after_s, action = during
+            first_event_within(path, FIRST_EVENT_WAIT_S, proc)
             time.sleep(after_s)
             action()
         try:
@@ -43,6 +46,15 @@ def run_locust(
             proc.kill()
             _, stderr = proc.communicate()
     return Run(path, proc.returncode, stderr)
+
+
+def first_event_within(path: Path, timeout_s: float, proc: subprocess.Popen) -> None:
+    """Wait until the run has written its first event (or ended, or ``timeout_s`` passed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.stat().st_size:
+            return
+        time.sleep(0.05)
 
 
 def assert_clean_end(run: Run) -> None:
@@ -134,6 +146,17 @@ def test_token_refresh_user_refreshes_without_breaking_streams(tmp_path, stub_fa
     assert len(run.of("stream_done", ok=1)) >= 5 * 2 and not run.of("stream_done", ok=0), run.describe()
     assert not run.of("close") and not run.of("chunk_gap") and not run.of("refresh_required"), run.describe()
     assert stub.stats()["refreshes_total"] >= 5 * 3
+    assert_clean_end(run)
+
+
+def test_a_refresh_user_waiting_longer_than_the_idle_timeout_heartbeats_and_is_never_reaped(tmp_path, stub_factory):
+    # Tokens of 4 s refreshed 1 s ahead: 3 s idle between refreshes, against an idle timeout of 450 ms.
+    stub = stub_factory(*REFRESH_SERVER, "--hb-interval-ms", "300")
+    run = run_locust(tmp_path, stub.url, "TokenRefreshUser", 3, 6, "--token-ttl-s", "4", "--refresh-ahead-s", "1")
+    assert not run.of("close"), run.describe()
+    assert len(run.of("hb_rtt", ok=1)) >= 3 * 10, run.describe()
+    assert len(run.of("refresh", ok=1)) >= 3, run.describe()
+    assert stub.stats()["zombies_reaped_total"] == 0
     assert_clean_end(run)
 
 

@@ -24,12 +24,14 @@ class AgentUser(User):
     """A user with one agentws/1 session. Subclasses say what the user does with it."""
 
     abstract = True
+    #: The client heartbeats by itself while the user waits on the socket (see AgentClient.keepalive).
+    keepalive = True
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.settings = Settings.from_environment(environment)
         self.user_id = user_id(type(self).__name__, _PROCESS_TAG, next(_numbers))
-        self.client = AgentClient(environment, self.user_id, self.host or "", self.settings)
+        self.client = AgentClient(environment, self.user_id, self.host or "", self.settings, keepalive=self.keepalive)
         self._pauses = 0
 
     def on_stop(self) -> None:

@@ -39,7 +39,9 @@ TOKEN_MARGIN_SHARE = 1 / 3
 class AgentClient:
     """One simulated client's session over any number of connections."""
 
-    def __init__(self, environment, user_id: str, host: str, settings: Settings | None = None) -> None:
+    def __init__(
+        self, environment, user_id: str, host: str, settings: Settings | None = None, *, keepalive: bool = True
+    ) -> None:
         self.environment = environment
         self.user_id = user_id
         self.host = (host or "").rstrip("/")
@@ -58,6 +60,9 @@ class AgentClient:
         self.refresh_required_at: float | None = None
         self.replies: dict[tuple[str, object], dict] = {}
         self.hb_sent: dict[int, float] = {}
+        #: Send an ``hb`` whenever nothing was sent for the backend's heartbeat interval while waiting,
+        #: as the protocol asks of a live client; False for users that heartbeat themselves or play dead.
+        self.keepalive = keepalive
         self._ids = itertools.count(1)
         self._last_ack = 0.0
         self.connections_opened = 0
@@ -216,7 +221,8 @@ class AgentClient:
         self.last_sent = monotonic()
 
     def pump(self, timeout: float, until=None) -> bool:
-        """Read and apply frames for ``timeout`` seconds or until ``until()`` holds.
+        """Read and apply frames for ``timeout`` seconds or until ``until()`` holds, heartbeating
+        meanwhile when :attr:`keepalive` is set (each ``hb_ack`` recorded as ``hb_rtt``).
 
         Returns False when the connection ended (then :attr:`lost` says how).
         """
@@ -224,11 +230,17 @@ class AgentClient:
             return False
         deadline = monotonic() + timeout
         ws = self.ws
+        beat_s = self.state.hb_interval_ms / 1000 if self.keepalive else 0
         try:
             while not (until is not None and until()):
-                left = deadline - monotonic()
+                now = monotonic()
+                left = deadline - now
                 if left <= 0:
                     break
+                if beat_s:
+                    if now - self.last_sent >= beat_s:
+                        self.send_hb()
+                    left = min(left, self.last_sent + beat_s - now)
                 text = ws.recv_text(left)
                 if text is not None:
                     frame = self._decode(text)

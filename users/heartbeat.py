@@ -24,6 +24,7 @@ class HeartbeatUser(AgentUser):
     """
 
     wait_time = constant(0)
+    keepalive = False  #: it sends its own heartbeats, at --hb-interval-ms when given, and times them
 
     def on_start(self) -> None:
         self.next_hb_at = 0.0

@@ -20,6 +20,7 @@ class ZombieUser(AgentUser):
     """
 
     wait_time = constant(0)
+    keepalive = False
 
     @task
     def hang(self) -> None:

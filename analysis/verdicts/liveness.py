@@ -15,10 +15,14 @@ from .messages import ran
 ZOMBIE = "zombie"
 REFRESH = "refresh"
 ZOMBIE_USER = "ZombieUser"
-#: A heartbeating client is never idle: a 4001 to it reaps a live client.
-HEARTBEAT_USER = "HeartbeatUser"
 REFRESH_USER = "TokenRefreshUser"
 REAPED = str(int(Close.HEARTBEAT_TIMEOUT))
+
+
+def live_clients_reaped(events: pd.DataFrame) -> pd.DataFrame:
+    """4001 closes sent to users other than ZombieUser: every other user heartbeats while it waits on
+    its socket (users/client.py ``keepalive``), so the backend reaped a live client."""
+    return events[(events["cls"] != ZOMBIE_USER) & (events["kind"] == Kind.CLOSE) & (events["code"] == REAPED)]
 
 
 def zombie_rounds(events: pd.DataFrame) -> pd.DataFrame:
@@ -37,8 +41,8 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     within the backend's ``idle_timeout_ms`` (announced in ``welcome``) plus
     ``grace_ms``, measured from the client's last frame. Fails on a zombie left
     open (``close`` ok=0: never reaped within the client's wait), closed with
-    another code, reaped too late, or a 4001 sent to a HeartbeatUser (a live
-    client reaped).
+    another code, reaped too late, or a 4001 sent to any other user (a live
+    client reaped: every other user heartbeats), with or without ZombieUsers.
 
     figure: the slowest reap (ms); threshold: idle timeout + grace (or
     ``reap_max_ms``); n: zombie rounds.
@@ -46,7 +50,8 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     th = th["zombie"]
     ev = run.events
     rounds = zombie_rounds(ev)
-    if rounds.empty:
+    live_reaped = live_clients_reaped(ev)
+    if rounds.empty and live_reaped.empty:
         if not ran(run, ZOMBIE_USER):
             return skipped(ZOMBIE, f"no {ZOMBIE_USER} in this run")
         return inconclusive(ZOMBIE, "no zombie round ended during the run (run shorter than the idle timeout?)")
@@ -58,7 +63,6 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     never = rounds[rounds["ok"] == 0]
     other = rounds[(rounds["ok"] == 1) & (rounds["code"] != REAPED)]
     late = reaped[reaped["latency_ms"] > bound] if bound is not None else reaped.iloc[:0]
-    live_reaped = ev[(ev["cls"] == HEARTBEAT_USER) & (ev["kind"] == Kind.CLOSE) & (ev["code"] == REAPED)]
     failures = pd.concat([never, late, live_reaped]).sort_values("ts")
     figure = float(reaped["latency_ms"].max()) if len(reaped) else None
     figures = dict(
@@ -74,7 +78,7 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
             "never_reaped": len(never),
             "reaped_late": len(late),
             "closed_otherwise": {str(c): int(n) for c, n in other["code"].value_counts().items() if n},
-            "heartbeat_clients_reaped": len(live_reaped),
+            "live_clients_reaped": len(live_reaped),
             "idle_timeout_ms": idle,
             "backend_zombies_reaped_total": _backend_reaped(run),
         },
@@ -85,7 +89,7 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     if len(late):
         parts.append(f"{len(late)} reaped later than {bound:.0f} ms")
     if len(live_reaped):
-        parts.append(f"{len(live_reaped)} heartbeating client(s) reaped as zombies")
+        parts.append(f"{len(live_reaped)} live (heartbeating) client(s) reaped as zombies")
     if parts:
         return Verdict(ZOMBIE, Status.FAIL, "; ".join(parts), **figures)
     if reaped.empty:
@@ -112,7 +116,7 @@ def _embedded_idle_timeout(run: Run) -> float:
 
 def _why(failures: pd.DataFrame, never: pd.DataFrame, late: pd.DataFrame) -> list[str]:
     return [
-        "never reaped" if i in never.index else "reaped late" if i in late.index else "heartbeating client reaped"
+        "never reaped" if i in never.index else "reaped late" if i in late.index else "live client reaped"
         for i in failures.index
     ]
 
