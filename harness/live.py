@@ -108,8 +108,10 @@ class Live:
         elif kind == Kind.HISTORY_CHECK:
             t["history_checks"] += 1
             t["context_failures"] += not ok
-        elif kind in (Kind.REFRESH, Kind.REFRESH_REQUIRED) and user_class(user) == liveness.REFRESH_USER:
-            t["refreshes"] += kind == Kind.REFRESH
+        elif kind == Kind.REFRESH:
+            t["refreshes"] += 1
+            t["refresh_failures"] += not ok
+        elif kind == Kind.REFRESH_REQUIRED and user_class(user) == liveness.REFRESH_USER:
             t["refresh_failures"] += not ok
         elif kind == Kind.CLOSE:
             self._close(user_class(user), ok, latency_ms, code, detail)

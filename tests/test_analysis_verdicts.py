@@ -180,17 +180,30 @@ def test_a_restart_the_backend_did_not_come_back_from_fails_restart_naming_its_e
     assert "KeyError: 3" in verdicts["restart"]["summary"]
 
 
-def test_a_live_client_reaped_fails_zombie_even_without_zombie_users(runs, tmp_path):
-    run_dir = copy_of(runs, "refresh-breaks", tmp_path)  # TokenRefreshUsers only: zombie is skipped
+def add_event_like_first_connect(run_dir: Path, user_class: str, **fields: str) -> None:
+    """Append to events.csv a copy of ``user_class``'s first connect event with ``fields`` changed."""
     events = run_dir / "events.csv"
     lines = events.read_text().splitlines(keepends=True)
-    row = next(line for line in lines if "TokenRefreshUser" in line and ",connect," in line).rstrip("\n").split(",")
+    row = next(line for line in lines if user_class in line and ",connect," in line).rstrip("\n").split(",")
     columns = lines[0].strip().split(",")
-    reaped = dict(zip(columns, row, strict=True)) | {"kind": "close", "ok": "1", "code": "4001", "detail": ""}
-    events.write_text("".join([*lines, ",".join(reaped[c] for c in columns) + "\n"]))
+    event = dict(zip(columns, row, strict=True)) | fields
+    events.write_text("".join([*lines, ",".join(event[c] for c in columns) + "\n"]))
+
+
+def test_a_live_client_reaped_fails_zombie_even_without_zombie_users(runs, tmp_path):
+    run_dir = copy_of(runs, "refresh-breaks", tmp_path)  # TokenRefreshUsers only: zombie is skipped
+    add_event_like_first_connect(run_dir, "TokenRefreshUser", kind="close", ok="1", code="4001", detail="")
     _, verdicts, _ = judged(run_dir)
     assert verdicts["zombie"]["status"] == "fail"
     assert "1 live (heartbeating) client(s) reaped" in verdicts["zombie"]["summary"]
+
+
+def test_an_unanswered_refresh_of_any_user_fails_refresh(runs, tmp_path):
+    run_dir = copy_of(runs, "clean", tmp_path)
+    add_event_like_first_connect(run_dir, "HeartbeatUser", kind="refresh", ok="0", detail="no answer")
+    _, verdicts, _ = judged(run_dir)
+    assert verdicts["refresh"]["status"] == "fail"
+    assert any("HeartbeatUser" in e["user"] for e in verdicts["refresh"]["evidence"])
 
 
 def test_too_few_reconnects_for_the_bound_is_inconclusive(runs):

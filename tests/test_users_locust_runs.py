@@ -115,6 +115,16 @@ def test_heartbeat_user_times_every_heartbeat(tmp_path, stub_factory):
 ZOMBIE_SERVER = ("--hb-interval-ms", "300", "--rate-limit", "0")
 
 
+def test_heartbeat_user_refreshes_its_expired_token_and_keeps_its_connection(tmp_path, stub_factory):
+    stub = stub_factory("--rate-limit", "0", "--hb-interval-ms", "300", "--refresh-grace-ms", "500")
+    run = run_locust(tmp_path, stub.url, "HeartbeatUser", 3, 6, "--token-ttl-s", "2")
+    assert len(run.of("refresh_required", ok=1)) >= 3 * 2, run.describe()
+    assert len(run.of("refresh", ok=1)) >= 3 * 2 and not run.of("refresh", ok=0), run.describe()
+    assert not run.of("close") and len(run.of("connect")) == 3, run.describe()
+    assert stub.stats()["token_expired_closes_total"] == 0
+    assert_clean_end(run)
+
+
 def test_zombie_user_is_reaped_with_4001(tmp_path, stub_factory):
     stub = stub_factory(*ZOMBIE_SERVER)
     run = run_locust(tmp_path, stub.url, "ZombieUser", 5, 4)

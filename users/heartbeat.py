@@ -18,7 +18,8 @@ class HeartbeatUser(AgentUser):
     """Connects once and sends ``hb`` every interval (the backend's, from ``welcome``), timing each answer.
 
     When an ``hb_ack`` has not come back two intervals after its ``hb``, the
-    connection is dead: it cuts it, reconnects and resumes. The user's own
+    connection is dead: it cuts it, reconnects and resumes. When its token
+    expires (``refresh_required``) it refreshes it over the socket. The user's own
     greenlet waits on the socket between heartbeats; nothing else runs per
     user, so one process holds tens of thousands of them.
     """
@@ -40,9 +41,11 @@ class HeartbeatUser(AgentUser):
             self.connection, self.next_hb_at = client.ws, self.now() + interval
         oldest = client.oldest_unanswered_hb()
         dead_at = oldest + DEAD_AFTER_INTERVALS * interval if oldest is not None else float("inf")
-        if not client.pump(min(self.next_hb_at, dead_at) - self.now()):
+        if not client.pump(min(self.next_hb_at, dead_at) - self.now(), until=self.refresh_due):
             return  # the backend or the network ended it; the next round reconnects by the close policy
-        if self.now() >= dead_at:
+        if self.refresh_due():
+            self.refresh_token()
+        elif self.now() >= dead_at:
             self.declare_dead(oldest)
         elif self.now() >= self.next_hb_at:
             self.next_hb_at += interval
@@ -50,6 +53,18 @@ class HeartbeatUser(AgentUser):
                 client.send_hb()
             except Closed as closed:
                 client.on_lost(closed)
+
+    def refresh_due(self) -> bool:
+        return self.client.refresh_required_at is not None
+
+    def refresh_token(self) -> None:
+        """Answer ``refresh_required`` with a fresh token over the open socket, within the grace: a
+        long-lived client is not cut off (4002) each time its token expires. One try per request."""
+        client = self.client
+        client.refresh_required_at = None
+        fresh = client.fetch_token()
+        if fresh is not None:
+            client.refresh(*fresh)
 
     def declare_dead(self, unanswered_since: float) -> None:
         client, detected = self.client, self.now()

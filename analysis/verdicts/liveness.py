@@ -129,30 +129,32 @@ def _backend_reaped(run: Run) -> float | None:
 
 
 def refresh_failures(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
-    """Refreshes unanswered or followed by a close, unenforced expiry, and seq gaps of refreshing clients.
+    """Refreshes unanswered (any user's) or followed by a close, unenforced expiry and seq gaps (TokenRefreshUsers').
 
     A close during a backend restart (``restarts``: (down, settled) windows) is the
     restart's doing, not the refresh's: the restart verdict judges it.
     """
-    ev = events[events["cls"] == REFRESH_USER]
-    kind = ev["kind"]
-    failed = (kind.isin([Kind.REFRESH, Kind.REFRESH_REQUIRED]) & (ev["ok"] == 0)) | (kind == Kind.CHUNK_GAP)
+    kind, failed_event = events["kind"], events["ok"] == 0
+    probe = events["cls"] == REFRESH_USER  # what it must see after a refresh or at expiry is known
+    failed = (kind == Kind.REFRESH) & failed_event
+    failed |= probe & (((kind == Kind.REFRESH_REQUIRED) & failed_event) | (kind == Kind.CHUNK_GAP))
     for down, settled in restarts:
-        failed &= ~ev["ts"].between(down - 1.0, settled)
-    return ev[failed]
+        failed &= ~events["ts"].between(down - 1.0, settled)
+    return events[failed]
 
 
 def judge_refresh(run: Run, th: dict) -> Verdict:
     """Every ``refresh`` over the open socket is answered with ``refreshed``, and
     none is followed by a close or a seq gap on that socket; a token left to
     expire is closed with 4002 after the grace (``refresh_required`` ok=0 when
-    it was not). Judged on TokenRefreshUser events.
+    it was not). Judged on every user's refreshes (HeartbeatUsers answer
+    ``refresh_required`` with one) and on what TokenRefreshUsers see after them.
 
     figure: failures; threshold ``max_failures`` (0); n: refreshes.
     """
     limit = th["refresh"]["max_failures"]
     ev = run.events
-    refreshes = ev[(ev["cls"] == REFRESH_USER) & (ev["kind"] == Kind.REFRESH)]
+    refreshes = ev[ev["kind"] == Kind.REFRESH]
     failures = refresh_failures(ev, restart_windows(run))
     answered = int((refreshes["ok"] == 1).sum())
     figures = dict(
