@@ -14,6 +14,7 @@ from tests.locustfiles.harness_runs import (
     check_events,
     check_exports,
     free_port,
+    http_up,
     locust_running,
     meta,
     only_run,
@@ -30,14 +31,6 @@ def _post(url: str, form: dict | None = None) -> bytes:
         return r.read()
 
 
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def test_run_started_and_stopped_through_the_web_ui(tmp_path):
     root, port = tmp_path / "runs", free_port()
     log = tmp_path / "locust.log"
@@ -47,7 +40,7 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
         "--test-secret", "s3cret",
         log=log,
     ) as proc:  # fmt: skip
-        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        wait_for(lambda: http_up(web + "/"), 20, "the web UI")
         run = only_run(root)
         host = meta(run)["host"]
         # The page shows the secret blank, so the browser's form posts it back blank: the CLI value must survive.
@@ -143,7 +136,7 @@ def test_web_ui_lists_every_option_and_hides_secrets(tmp_path):
     with locust_running(
         "--web-host", "127.0.0.1", "--web-port", str(port), *argv, log=log, locustfile="locustfile.py"
     ) as proc:  # fmt: skip
-        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        wait_for(lambda: http_up(web + "/"), 20, "the web UI")
         with urllib.request.urlopen(web + "/", timeout=10) as r:
             page = r.read().decode()
         stop(proc)
@@ -217,7 +210,7 @@ def test_backend_settings_and_faults_picked_in_the_form_restart_the_embedded_bac
         "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(root), "--stub-hb-interval-ms", "700",
         "--drain", "0", log=log, locustfile="locustfile.py",
     ) as proc:  # fmt: skip
-        wait_for(lambda: _up(web + "/"), 20, "the web UI")
+        wait_for(lambda: http_up(web + "/"), 20, "the web UI")
         form = [("user_count", "2"), ("spawn_rate", "2"), ("stub_fault", "leak"), ("stub_fault", "no-reap"),
                 ("stub_resume_window", "7"), ("stub_chunk_delay_ms", "soon")]  # fmt: skip
         assert _swarm(web, form)["success"], log.read_text()[-2000:]

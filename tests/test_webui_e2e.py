@@ -18,12 +18,11 @@ import re
 import shutil
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.locustfiles.harness_runs import ROOT, free_port, locust_running, meta, only_run, stop, wait_for
+from tests.locustfiles.harness_runs import ROOT, free_port, http_up, locust_running, meta, only_run, stop, wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -65,14 +64,6 @@ def _browser_or_skip():
     return sync_playwright
 
 
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _number(text: str) -> float:
     found = re.search(r"[-\d.,]+", text or "")
     return float(found.group().replace(",", "")) if found else 0.0
@@ -100,7 +91,7 @@ def web_ui(tmp_path, *args: str, locustfile: str = "locustfile.py"):
         sync_playwright() as pw,
         tempfile.TemporaryDirectory(prefix="chromium-") as profile,
     ):
-        wait_for(lambda: _up(web + "/"), 30, "the web UI")
+        wait_for(lambda: http_up(web + "/"), 30, "the web UI")
         browser = pw.chromium.launch_persistent_context(
             profile,
             executable_path=CHROMIUM,

@@ -358,6 +358,12 @@ class AgentClient:
             self.refresh_required_at = None
         return answer is not None
 
+    def renew_token(self) -> bool:
+        """A fresh token from the token endpoint, swapped in over the open socket; True when ``refreshed``
+        came (False when no token could be had, recorded as an ``error``, or the refresh went unanswered)."""
+        fresh = self.fetch_token()
+        return fresh is not None and self.refresh(*fresh)
+
     def history(self) -> list[dict] | None:
         answer = self._ask(RequestName.HISTORY, {"t": T.HISTORY}, T.HISTORY)
         return None if answer is None else list(answer.get("turns") or [])

@@ -60,11 +60,8 @@ class HeartbeatUser(AgentUser):
     def refresh_token(self) -> None:
         """Answer ``refresh_required`` with a fresh token over the open socket, within the grace: a
         long-lived client is not cut off (4002) each time its token expires. One try per request."""
-        client = self.client
-        client.refresh_required_at = None
-        fresh = client.fetch_token()
-        if fresh is not None:
-            client.refresh(*fresh)
+        self.client.refresh_required_at = None
+        self.client.renew_token()
 
     def declare_dead(self, unanswered_since: float) -> None:
         client, detected = self.client, self.now()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,15 @@ def run_locust(*args: str, log: Path, timeout: float = 60) -> int:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise AssertionError(f"locust did not finish within {timeout} s; log:\n{log.read_text()[-3000:]}") from None
+
+
+def http_up(url: str) -> bool:
+    """True when ``url`` answers (any status but a connection error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout: float, what: str):
