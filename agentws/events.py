@@ -55,18 +55,25 @@ EVENT_COLUMNS = (
 )
 
 
-#: Columns of ``samples.csv`` (telemetry of the backend and every Locust process), in order.
+#: Columns of ``samples.csv`` (telemetry of the backend, every Locust process and the machine), in order.
 SAMPLE_COLUMNS = (
     "ts",  # UNIX seconds, float
-    "source",  # "backend", "local", "master" or "worker:<id>"
+    "source",  # "backend", "local", "master", "worker:<id>" or "machine" (where the master runs)
     "pid",
     "rss_bytes",
-    "cpu_percent",
+    "cpu_percent",  # of one core for a process (can exceed 100); of all cores for "machine"
     "num_fds",
     "num_threads",
     "tcp_established",
     "tcp_close_wait",
+    "loop_lag_ms",  # a Locust process: its event loop's worst lateness since the previous sample
+    "loop_late_from",  # ... when that lateness began (UNIX seconds; harness/lag.py)
+    "loop_late_until",  # ... and when it ended
+    "run_queue",  # "machine": runnable tasks (procs_running) where the master runs
+    "heap_bytes",  # the backend's runtime heap in use, from its /metrics, where it exposes one
 )
+#: Columns added after the first run directories were written: read as blank when a file lacks them.
+SAMPLE_COLUMNS_ADDED = ("loop_lag_ms", "loop_late_from", "loop_late_until", "run_queue", "heap_bytes")
 
 
 class RequestName(StrEnum):

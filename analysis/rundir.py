@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, user_class
+from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_COLUMNS_ADDED, user_class
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {
@@ -34,6 +34,9 @@ _EVENT_DTYPES = {
     "detail": "category",
 }
 _SAMPLE_DTYPES = {"source": "category"} | {c: "float64" for c in SAMPLE_COLUMNS if c != "source"}
+
+#: The samples.csv source of the machine's own rows.
+MACHINE = "machine"
 
 #: server_stats.csv columns the verdicts read (the file has every field of the backend's /stats).
 SERVER_STATS_USED = (
@@ -113,7 +116,12 @@ class Run:
     def harness_samples(self) -> pd.DataFrame:
         """samples.csv rows of the Locust processes (local, master, worker:<id>)."""
         s = self.samples
-        return s[s["source"] != "backend"].reset_index(drop=True)
+        return s[~s["source"].isin(["backend", MACHINE])].reset_index(drop=True)
+
+    def machine_samples(self) -> pd.DataFrame:
+        """samples.csv rows of the machine the master ran on (CPU % of all cores, run queue)."""
+        s = self.samples
+        return s[s["source"] == MACHINE].reset_index(drop=True)
 
 
 def load(path: str | Path) -> Run:
@@ -125,7 +133,7 @@ def load(path: str | Path) -> Run:
     meta = _read_meta(path / "meta.json", problems)
     events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
     events = _clean_events(events)
-    samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems)
+    samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems, added=SAMPLE_COLUMNS_ADDED)
     server_stats = _read_csv(path / "server_stats.csv", SERVER_STATS_USED, None, problems, optional_columns=True)
     return Run(path, meta, events, samples, server_stats, problems)
 
@@ -167,8 +175,12 @@ def _read_csv(
     dtypes: dict | None,
     problems: list[Problem],
     optional_columns: bool = False,
+    added: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Read one CSV; on any trouble return what could be read (or nothing) and record the problem."""
+    """Read one CSV; on any trouble return what could be read (or nothing) and record the problem.
+
+    ``added``: columns newer than the format's first files; a file without them reads them as blank, no problem.
+    """
     empty = pd.DataFrame({c: pd.Series(dtype=(dtypes or {}).get(c, "float64")) for c in columns})
     if not file.exists():
         problems.append(Problem(file.name, "missing"))
@@ -182,12 +194,12 @@ def _read_csv(
         problems.append(Problem(file.name, f"cannot be parsed ({_short(e)})"))
         return empty
     missing = [c for c in columns if c not in header]
-    required = ["ts"] if optional_columns else columns
+    required = ["ts"] if optional_columns else [c for c in columns if c not in added]
     if any(c in missing for c in required):
         problems.append(Problem(file.name, f"not the expected header: missing column(s) {', '.join(missing)}"))
         return empty
-    if missing:
-        problems.append(Problem(file.name, f"missing column(s) {', '.join(missing)}"))
+    if reportable := [c for c in missing if c not in added]:
+        problems.append(Problem(file.name, f"missing column(s) {', '.join(reportable)}"))
     use = dtypes if dtypes is not None else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)

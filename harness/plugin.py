@@ -23,6 +23,7 @@ stats reports Locust already sends.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -34,7 +35,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRu
 from agentws.events import EVENT_COLUMNS
 from scenarios.catalog import SCENARIOS
 
-from . import __version__, exports, form, options, verdicts
+from . import __version__, exports, form, lag, options, verdicts
 from .embedded import EmbeddedBackend
 from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
 from .rundir import CsvSink, RunDir
@@ -79,6 +80,8 @@ class Run:
         if opts.csv_prefix is None:
             self.csv_export = exports.CsvExport(env, str(self.dir.file(exports.PREFIX)))
         self.telemetry = Telemetry(env, self.samples, self.server_stats, opts.sample_interval, self._backend_pid)
+        if isinstance(self.recorder, MasterRecorder):
+            self.telemetry.observers.append(lambda _: self.recorder.watch(env.runner))
         self.telemetry.start()
         env.events.test_start.add_listener(self._on_test_start)
         env.events.spawning_complete.add_listener(self._on_users)
@@ -122,6 +125,7 @@ class Run:
             "spawn_rate": opts.spawn_rate,
             "run_time": opts.run_time,
             "versions": {"locust": locust.__version__, "harness": __version__, "python": sys.version.split()[0]},
+            "machine": {"cpus": os.cpu_count()},  # where the master runs: the run queue's yardstick
             "thresholds": {},  # filled by the verdict options when the analysis lands
             "backend": {"embedded": False, "pid": opts.server_pid or None},
             "recording": {"enabled": not opts.no_record},
@@ -291,6 +295,7 @@ def _on_init(environment, runner, web_ui=None, **_) -> None:
 
 def _setup_worker(environment, opts) -> None:
     WorkerRecorder(environment)
+    lag.monitor.start()
 
     def add_process_facts(data, **_) -> None:
         data[REPORT_KEY] = own_process_facts()

@@ -204,6 +204,7 @@ class Tally:
     undelivered: int = 0
     final: bool = False
     pid: int | None = None
+    last_batch_ts: float | None = None  #: when its last batch arrived: what it did after is unknown if it is lost
 
 
 class MasterRecorder:
@@ -213,6 +214,8 @@ class MasterRecorder:
         self.sink = sink
         self.tallies: dict[str, Tally] = {}
         self.not_flushed: list[str] = []
+        self.lost: dict[str, dict] = {}  #: worker -> when the master saw it go missing, and the users it ran
+        self._users: dict[str, dict[str, int]] = {}  #: worker -> its last non-empty user count per class
         self.observers: list[Observer] = []
         environment.runner.register_message(MESSAGE, self._on_batch)
         # A master has no users, but a plugin might emit there: keep those too.
@@ -239,6 +242,20 @@ class MasterRecorder:
         tally.undelivered = data["undelivered"]
         tally.final = data["final"]
         tally.pid = data.get("pid")
+        tally.last_batch_ts = time.time()
+
+    def watch(self, runner) -> None:
+        """Note each worker that goes missing (no heartbeat), with the users it ran; called every telemetry round.
+
+        Locust clears a missing worker's user counts, so the last counts seen while it was alive are kept.
+        """
+        for node in list(runner.clients.all):
+            if node.state == "missing":
+                if node.id not in self.lost:
+                    self.lost[node.id] = {"worker": node.id, "lost_utc": time.time(), "users": self._users.get(node.id)}
+                    logger.warning("worker %s went missing with %s users", node.id, self._users.get(node.id) or "its")
+            elif node.user_classes_count and any(node.user_classes_count.values()):
+                self._users[node.id] = {c: n for c, n in node.user_classes_count.items() if n}
 
     def pending(self, expected) -> list[str]:
         known = set(expected) | set(self.tallies)
@@ -281,8 +298,18 @@ class MasterRecorder:
             "events_received": sum(t.received for t in self.tallies.values()),
             "events_undelivered": sum(t.undelivered for t in self.tallies.values()),
             "per_worker": {
-                w: {"received": t.received, "emitted": t.emitted, "undelivered": t.undelivered, "pid": t.pid}
+                w: {
+                    "received": t.received,
+                    "emitted": t.emitted,
+                    "undelivered": t.undelivered,
+                    "pid": t.pid,
+                    "last_batch_utc": t.last_batch_ts,
+                }
                 for w, t in self.tallies.items()
             },
             "workers_not_flushed": self.not_flushed,
+            "workers_lost": [
+                {**entry, "last_batch_utc": (self.tallies.get(w) or Tally()).last_batch_ts}
+                for w, entry in self.lost.items()
+            ],
         }

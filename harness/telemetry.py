@@ -8,7 +8,14 @@ Every ``--sample-interval`` it writes one ``samples.csv`` row per process:
   ``process_cpu_seconds_total`` -> cpu_percent), socket columns blank.
 * ``local`` or ``master``: this process, through psutil.
 * ``worker:<node id>``: each worker, from Locust's heartbeat (cpu, rss, every
-  second) and the harness's part of its stats report (pid, fds, threads).
+  second) and the harness's part of its stats report (pid, fds, threads, and its
+  loop lag once per report).
+* ``machine``: the machine the master runs on: CPU % of all cores and the run
+  queue (runnable tasks; more than the cores means something waits for a CPU).
+
+Every Locust process row carries ``loop_lag_ms``: the worst lateness of that
+process's event loop since its previous row (:mod:`harness.lag`). A backend whose
+``/metrics`` exposes its runtime's heap gets ``heap_bytes`` too (:data:`HEAP_METRICS`).
 
 and one ``server_stats.csv`` row from ``GET /stats``: ``ts``, every field of the
 first answer, and ``error`` (empty, or why that poll failed: the other columns
@@ -34,6 +41,7 @@ from agentws.events import SAMPLE_COLUMNS
 from users.options import Settings
 from users.transport import shared_ssl_context
 
+from . import lag
 from .rundir import CsvSink
 
 logger = logging.getLogger(__name__)
@@ -45,7 +53,17 @@ STATS_FIELDS = (
     "zombies_reaped_total takeovers_total rate_limited_total token_expired_closes_total refreshes_total "
     "rss_bytes open_fds threads tasks"
 ).split()
+HEAP_ASKS = 3  #: /metrics answers without a heap series before telemetry stops asking for one
 REPORT_KEY = "harness_proc"  #: key of the worker's process facts in its stats report
+#: Prometheus series of a runtime's heap in use, by runtime (their clients' conventions), in order of preference.
+#: Labelled series are summed over the label values given (the JVM's heap areas, not its non-heap ones).
+HEAP_METRICS = (
+    ("nodejs_heap_size_used_bytes", {}),
+    ("jvm_memory_used_bytes", {"area": "heap"}),
+    ("go_memstats_heap_inuse_bytes", {}),
+    ("dotnet_total_memory_bytes", {}),
+    ("python_gc_heap_bytes", {}),
+)
 
 
 def http_base(host: str) -> str:
@@ -56,22 +74,59 @@ def http_base(host: str) -> str:
 
 
 def own_process_facts() -> dict:
-    """This process's pid, fds and threads (sent by workers in their stats reports)."""
+    """This process's pid, fds, threads and loop lag since its last report (sent by workers in their stats reports)."""
     p = psutil.Process()
-    return {"pid": p.pid, "num_fds": p.num_fds(), "num_threads": p.num_threads()}
+    return {"pid": p.pid, "num_fds": p.num_fds(), "num_threads": p.num_threads(), **lag.monitor.take()}
+
+
+def machine_facts() -> dict:
+    """CPU % of all cores since the last call, and the run queue (``procs_running`` of /proc/stat, Linux)."""
+    queue = ""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    queue = int(line.split()[1]) - 1  # not counting the process that reads it
+                    break
+    except OSError:
+        pass
+    return {"cpu_percent": psutil.cpu_percent(), "run_queue": queue}
 
 
 def parse_metrics(text: str) -> dict[str, float]:
     """The unlabelled samples of a Prometheus text exposition."""
-    values = {}
+    return {name: value for name, labels, value in metric_samples(text) if not labels}
+
+
+def metric_samples(text: str):
+    """``(name, labels, value)`` for every sample line of a Prometheus text exposition (bad lines skipped)."""
     for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, _, value = line.partition(" ")
-            try:
-                values[name] = float(value.split()[0])
-            except (ValueError, IndexError):
-                continue
-    return values
+        if not line or line.startswith("#"):
+            continue
+        name, brace, rest = line.partition("{")
+        labels = {}
+        if brace:
+            body, _, rest = rest.partition("}")
+            for pair in body.split(","):
+                key, eq, value = pair.partition("=")
+                if eq:
+                    labels[key.strip()] = value.strip().strip('"')
+        else:
+            name, _, rest = line.partition(" ")
+        try:
+            yield name.strip(), labels, float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+
+
+def heap_bytes(text: str) -> int | None:
+    """The runtime heap in use, from a /metrics exposition: the first of :data:`HEAP_METRICS` present."""
+    samples = list(metric_samples(text))
+    for wanted, match in HEAP_METRICS:
+        values = [v for name, labels, v in samples if name == wanted and match.items() <= labels.items()]
+        if values:
+            return int(sum(values))
+    return None
 
 
 class Telemetry:
@@ -101,10 +156,14 @@ class Telemetry:
         self._backend_up: bool | None = None
         self._stats_ok: bool | None = None
         self._worker_facts: dict[str, dict] = {}
+        self._heap_wanted = True
+        self._heap_asks = 0
         self._greenlet: gevent.Greenlet | None = None
         environment.events.worker_report.add_listener(self._on_worker_report)
 
     def start(self) -> None:
+        lag.monitor.start()
+        machine_facts()  # the first CPU reading only sets psutil's baseline
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> None:
@@ -130,15 +189,16 @@ class Telemetry:
         ts = time.time()
         host = self.environment.host or ""
         backend = self._backend_row(ts, host)
-        self.samples.write(backend)
         locust_rows = list(self._locust_rows(ts))
-        for row in locust_rows:
-            self.samples.write(row)
+        machine = {"ts": ts, "source": "machine", **machine_facts()}
+        for row in (backend, *locust_rows, machine):
+            self.samples.write([row.get(c, "") for c in SAMPLE_COLUMNS])
         stats, error = self._poll_stats(ts, host) if host else ({}, "")
         self.latest = {
             "ts": ts,
-            "backend": dict(zip(SAMPLE_COLUMNS, backend, strict=True)),
-            "locust": [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in locust_rows],
+            "backend": _full(backend),
+            "locust": [_full(row) for row in locust_rows],
+            "machine": _full(machine),
             "stats": stats,
             "stats_error": error,
         }
@@ -155,50 +215,74 @@ class Telemetry:
             proc.cpu_percent()  # the first call only sets the baseline
         return proc
 
-    def _psutil_row(self, ts: float, source: str, pid: int, port: int | None = None) -> tuple:
+    def _psutil_row(self, ts: float, source: str, pid: int, port: int | None = None) -> dict:
         proc = self._proc(pid)
         with proc.oneshot():
-            rss = proc.memory_info().rss
-            cpu = proc.cpu_percent()
-            fds = proc.num_fds()
-            threads = proc.num_threads()
-        est = cw = ""
+            row = {
+                "ts": ts,
+                "source": source,
+                "pid": pid,
+                "rss_bytes": proc.memory_info().rss,
+                "cpu_percent": round(proc.cpu_percent(), 1),
+                "num_fds": proc.num_fds(),
+                "num_threads": proc.num_threads(),
+            }
         if port is not None:
             conns = [c for c in proc.net_connections(kind="tcp") if c.laddr and c.laddr.port == port]
-            est = sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
-            cw = sum(c.status == psutil.CONN_CLOSE_WAIT for c in conns)
-        return (ts, source, pid, rss, round(cpu, 1), fds, threads, est, cw)
+            row["tcp_established"] = sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
+            row["tcp_close_wait"] = sum(c.status == psutil.CONN_CLOSE_WAIT for c in conns)
+        return row
 
-    def _backend_row(self, ts: float, host: str) -> tuple:
+    def _backend_row(self, ts: float, host: str) -> dict:
         pid = self.backend_pid()
         try:
             if pid:
                 row = self._psutil_row(ts, "backend", pid, urlsplit(http_base(host)).port if host else None)
+                if host and self._heap_wanted:
+                    row["heap_bytes"] = self._heap(host)
             elif host:
                 row = self._metrics_row(ts, host)
             else:
-                return (ts, "backend", "", "", "", "", "", "", "")
+                return {"ts": ts, "source": "backend"}
         except (psutil.Error, OSError, ValueError, http.client.HTTPException) as e:  # a non-HTTP answer too
             self._procs.pop(pid, None) if pid else None
             self._backend_state(False, ts, pid, e)
-            return (ts, "backend", pid or "", "", "", "", "", "", "")
+            return {"ts": ts, "source": "backend", "pid": pid or ""}
         self._backend_state(True, ts, pid, None)
         return row
 
-    def _metrics_row(self, ts: float, host: str) -> tuple:
+    def _metrics(self, host: str) -> str:
         with self._get(f"{http_base(host)}/metrics") as r:
-            m = parse_metrics(r.read().decode())
-        cpu = ""
+            return r.read().decode()
+
+    def _heap(self, host: str):
+        """The backend's heap in use from its /metrics (blank when it has none; asked no more after
+        :data:`HEAP_ASKS` answers without one, or a failed request for the page)."""
+        try:
+            heap = heap_bytes(self._metrics(host))
+        except (OSError, ValueError, http.client.HTTPException):
+            heap = None
+        self._heap_asks = 0 if heap is not None else self._heap_asks + 1
+        if self._heap_asks >= HEAP_ASKS:
+            self._heap_wanted = False
+        return "" if heap is None else heap
+
+    def _metrics_row(self, ts: float, host: str) -> dict:
+        text = self._metrics(host)
+        m = parse_metrics(text)
+        row = {"ts": ts, "source": "backend"}
         if "process_cpu_seconds_total" in m:
             now, used = time.monotonic(), m["process_cpu_seconds_total"]
             if self._cpu_prev is not None and now > self._cpu_prev[0]:
-                cpu = round(100.0 * (used - self._cpu_prev[1]) / (now - self._cpu_prev[0]), 1)
+                row["cpu_percent"] = round(100.0 * (used - self._cpu_prev[1]) / (now - self._cpu_prev[0]), 1)
             self._cpu_prev = (now, used)
-
-        def get(name):
-            return int(m[name]) if name in m else ""
-
-        return (ts, "backend", "", get("process_resident_memory_bytes"), cpu, get("process_open_fds"), "", "", "")
+        for column, name in (("rss_bytes", "process_resident_memory_bytes"), ("num_fds", "process_open_fds")):
+            if name in m:
+                row[column] = int(m[name])
+        heap = heap_bytes(text)
+        if heap is not None:
+            row["heap_bytes"] = heap
+        return row
 
     def _get(self, url: str):
         """GET with the users' TLS settings: an https backend the users trust (``--ca-file``) is
@@ -221,22 +305,24 @@ class Telemetry:
         runner = self.environment.runner
         clients = getattr(runner, "clients", None)
         own = "master" if clients is not None else "local"
-        yield self._psutil_row(ts, own, os.getpid())
+        yield self._psutil_row(ts, own, os.getpid()) | lag.monitor.take()
         if clients is None:
             return
         for node in list(clients.all):
             facts = self._worker_facts.get(node.id, {})
-            yield (
-                ts,
-                f"worker:{node.id}",
-                facts.get("pid", ""),
-                node.memory_usage or "",
-                round(node.cpu_usage, 1),
-                facts.get("num_fds", ""),
-                facts.get("num_threads", ""),
-                "",
-                "",
-            )
+            yield {
+                "ts": ts,
+                "source": f"worker:{node.id}",
+                "pid": facts.get("pid", ""),
+                "rss_bytes": node.memory_usage or "",
+                "cpu_percent": round(node.cpu_usage, 1),
+                "num_fds": facts.get("num_fds", ""),
+                "num_threads": facts.get("num_threads", ""),
+                # Once per report: the lag it carries covers the time since the worker's previous report.
+                "loop_lag_ms": facts.pop("loop_lag_ms", ""),
+                "loop_late_from": facts.pop("loop_late_from", ""),
+                "loop_late_until": facts.pop("loop_late_until", ""),
+            }
 
     def _poll_stats(self, ts: float, host: str) -> tuple[dict, str]:
         """One ``server_stats.csv`` row; returns the answer (``{}`` on failure) and the error text."""
@@ -257,6 +343,11 @@ class Telemetry:
                 self.notes.append({"ts": ts, "event": "stats ok" if ok else "stats failing", "error": error})
             self._stats_ok = ok
         return stats, error
+
+
+def _full(row: dict) -> dict:
+    """A sample row with every column (blank where not measured), for live views."""
+    return {c: row.get(c, "") for c in SAMPLE_COLUMNS}
 
 
 def _cell(value):

@@ -3,9 +3,11 @@
 Each verdict is a function ``judge(run, thresholds) -> Verdict`` whose
 docstring is its exact definition. :func:`judge_all` runs them in the order of
 DESIGN.md, then lets harness health speak: an overloaded Locust process turns
-passing latency verdicts inconclusive, lost events turn passing event verdicts
-inconclusive. A verdict that raises is reported inconclusive with the error:
-a bug in the analysis never passes a run.
+passing latency verdicts inconclusive, lost events or a lost worker turn passing
+event verdicts inconclusive. (Latency figures measured while the generator was
+late are set aside by each latency verdict itself: see verdicts/lateness.py.)
+A verdict that raises is reported inconclusive with the error: a bug in the
+analysis never passes a run.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def judge_all(run: Run, thresholds: dict) -> list[Verdict]:
     suspects = set()
     if health.overloaded(hh, thresholds):
         suspects |= set(LATENCY_VERDICTS)
-    if health.events_lost(run.meta) > thresholds["harness_health"]["max_events_lost"]:
+    if health.events_lost(run.meta) > thresholds["harness_health"]["max_events_lost"] or health.workers_lost(run.meta):
         suspects |= set(EVENT_VERDICTS)
     for name in suspects:
         v = verdicts[name]

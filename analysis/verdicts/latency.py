@@ -11,6 +11,7 @@ from ..rundir import Run
 from ..stats import Quantile, min_samples_for_upper_bound, quantile
 from .base import MAX_EVIDENCE, Status, Verdict, evidence_rows, inconclusive
 from .causes import BRIEF_GAPS, UNPLANNED, restart_windows
+from .lateness import describe, measured_late, process_of, stretches_of
 
 NAME = "reconnect-latency"
 
@@ -26,8 +27,9 @@ def reconnects(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -
     same user's disconnect just before: a planned brief gap, a planned longer
     gap, or unplanned (the server closed, the link died).
     """
-    ev = events[["ts", "user", "session", "kind", "ok", "latency_ms", "code", "detail"]]
+    ev = events[["ts", "worker", "user", "session", "kind", "ok", "latency_ms", "code", "detail"]]
     rec = ev[(ev["kind"] == Kind.RECONNECT) & (ev["detail"] != NOT_RETRIED)].copy()
+    rec["since"] = rec["ts"] - rec["latency_ms"].fillna(0.0) / 1000.0  # when the client started waiting
     rec["latency_ms"] = rec["latency_ms"].where(rec["ok"] == 1, np.inf)
     gone = ev.loc[ev["kind"] == Kind.DISCONNECT, ["ts", "user", "detail"]].rename(columns={"detail": "gap"})
     rec["user"] = rec["user"].astype(str)
@@ -49,19 +51,48 @@ def percentiles(latency: pd.Series, confidence: float) -> dict[str, Quantile]:
     return {f"p{round(p * 100)}": quantile(latency, p, confidence) for p in (0.5, 0.95, 0.99)}
 
 
-def judge_p99(latency: pd.Series, limit: float, confidence: float) -> tuple[Status, Quantile, str]:
-    """Pass when the upper bound of p99 is within ``limit``; fail when even its lower bound exceeds it."""
+def judge_p99(latency: pd.Series, limit: float, confidence: float, set_aside: int = 0) -> tuple[Status, Quantile, str]:
+    """Pass when the upper bound of p99 is within ``limit``; fail when even its lower bound exceeds it.
+
+    ``set_aside``: reconnects measured while the generator was late, their values
+    unknown. They are counted as slower than any other for the upper bound and
+    faster than any other for the lower one, so they can neither pass nor fail
+    the judgement, only leave it undecided. The figure is the p99 of the rest.
+    """
     q = quantile(latency, 0.99, confidence)
-    if q.n == 0:
+    if q.n == 0 and not set_aside:
         return Status.INCONCLUSIVE, q, "no reconnects"
-    if q.lower is not None and q.lower > limit:
-        return Status.FAIL, q, f"p99 {q.value:.0f} ms > {limit:.0f} ms (even its lower bound is {q.lower:.0f} ms)"
-    if q.upper is not None and q.upper <= limit:
-        return Status.PASS, q, f"p99 {q.value:.0f} ms, bound {q.upper:.0f} ms <= {limit:.0f} ms"
+    values = np.asarray(latency, dtype=float)
+    high = quantile(np.r_[values, np.full(set_aside, np.inf)], 0.99, confidence)
+    low = quantile(np.r_[values, np.full(set_aside, -np.inf)], 0.99, confidence)
+    late = f" ({set_aside} measured while the generator was late set aside)" if set_aside else ""
+    if low.lower is not None and low.lower > limit:
+        return (
+            Status.FAIL,
+            q,
+            f"p99 {q.value:.0f} ms > {limit:.0f} ms (even its lower bound is {low.lower:.0f} ms){late}",
+        )
+    if high.upper is not None and high.upper <= limit:
+        return Status.PASS, q, f"p99 {q.value:.0f} ms, bound {high.upper:.0f} ms <= {limit:.0f} ms{late}"
+    if q.n == 0:
+        return Status.INCONCLUSIVE, q, f"all {set_aside} reconnects were measured while the generator was late"
     if q.upper is None:
         need = min_samples_for_upper_bound(0.99, confidence)
-        return Status.INCONCLUSIVE, q, f"{q.n} reconnects: a bound on p99 needs {need}"
-    return Status.INCONCLUSIVE, q, f"p99 {q.value:.0f} ms but its bound {q.upper:.0f} ms > {limit:.0f} ms"
+        return Status.INCONCLUSIVE, q, f"{q.n} reconnects: a bound on p99 needs {need}{late}"
+    if set_aside and q.upper <= limit:
+        return (
+            Status.INCONCLUSIVE,
+            q,
+            f"p99 {q.value:.0f} ms within {limit:.0f} ms on {q.n} reconnects, but {set_aside} measured while the "
+            "generator was late are too many to bound it",
+        )
+    return Status.INCONCLUSIVE, q, f"p99 {q.value:.0f} ms but its bound {q.upper:.0f} ms > {limit:.0f} ms{late}"
+
+
+def worst(statuses) -> Status:
+    """Fail over inconclusive over pass."""
+    statuses = list(statuses)
+    return next((s for s in (Status.FAIL, Status.INCONCLUSIVE) if s in statuses), Status.PASS)
 
 
 def judge(run: Run, th: dict) -> Verdict:
@@ -69,37 +100,56 @@ def judge(run: Run, th: dict) -> Verdict:
     to return (planned) to the ``welcome`` of the resumed session; a reconnect that
     never came back counts as infinitely slow.
 
-    Two judgements, each on the exact sample p99 with distribution-free
-    order-statistic bounds at ``confidence``: all reconnects against
-    ``p99_max_ms``, planned brief gaps against ``brief_p99_max_ms``. A
-    judgement passes when the p99's upper bound is within its limit, fails when
-    the lower bound is above it, and is inconclusive in between, which includes
-    having fewer reconnects than the bound needs (299 at 95 %).
+    Reconnects through a backend restart (finished between the restart and
+    5 s after the backend was ready again: :func:`analysis.verdicts.causes.restart_windows`)
+    are not judged here: they wait for a backend that is down on purpose, and the
+    restart verdict judges how long its clients took to come back
+    (``restart.back_within_s``). Their percentiles are reported beside.
+
+    Two judgements on the rest, each on the exact sample p99 with
+    distribution-free order-statistic bounds at ``confidence``: every reconnect
+    outside restarts against ``p99_max_ms``, planned brief gaps against
+    ``brief_p99_max_ms``. A judgement passes when the p99's upper bound is within
+    its limit, fails when the lower bound is above it, and is inconclusive in
+    between, which includes having fewer reconnects than the bound needs (299 at
+    95 %). A reconnect measured while its Locust process was late
+    (analysis/verdicts/lateness.py) is set aside: its value is unknown, so it
+    counts as the slowest for the upper bound and the fastest for the lower one,
+    and can only leave a judgement undecided, never pass or fail it.
     """
-    th = th["reconnect_latency"]
+    th_all, th = th, th["reconnect_latency"]
     conf = th["confidence"]
     rec = reconnects(run.events, restart_windows(run))
     if rec.empty:
         return inconclusive(NAME, "no reconnects in this run", unit="ms", threshold=th["p99_max_ms"])
-    status, q, why = judge_p99(rec["latency_ms"], th["p99_max_ms"], conf)
-    judgements = {"all": (status, q, why)}
-    brief = rec[rec["cause"] == "brief"]  # a flap that ran into a restart waited for the backend, not a gap
+    stretches = stretches_of(run, th_all)
+    rec["late"] = measured_late(stretches, process_of(rec["worker"]), rec["since"], rec["ts"])
+    through_restart = rec[rec["cause"] == "restart"]
+    judged = rec[rec["cause"] != "restart"]
+    groups = {"all": judged}
+    brief = judged[judged["cause"] == "brief"]
     if len(brief):
-        judgements["brief"] = judge_p99(brief["latency_ms"], th["brief_p99_max_ms"], conf)
-    statuses = [s for s, _, _ in judgements.values()]
-    overall = (
-        Status.FAIL
-        if Status.FAIL in statuses
-        else Status.INCONCLUSIVE
-        if Status.INCONCLUSIVE in statuses
-        else Status.PASS
-    )
+        groups["brief"] = brief
+    limits = {"all": th["p99_max_ms"], "brief": th["brief_p99_max_ms"]}
+    judgements = {
+        name: judge_p99(g.loc[~g["late"], "latency_ms"], limits[name], conf, int(g["late"].sum()))
+        for name, g in groups.items()
+    }
+    status, q, _ = judgements["all"]
+    overall = worst(s for s, _, _ in judgements.values())
     summary = "; ".join(f"{name}: {w}" for name, (_, _, w) in judgements.items())
+    if judged.empty:
+        summary = "no reconnects outside backend restarts"
+    if len(through_restart):
+        p = percentiles(through_restart["latency_ms"], conf)
+        summary += f"; {len(through_restart)} through a restart, p99 {p['p99'].value:,.0f} ms (judged by restart)"
+    if rec["late"].any():
+        summary += f"; {describe(stretches)}"
     by_cause = {
         cause: {k: v.value for k, v in percentiles(group["latency_ms"], conf).items()} | {"n": len(group)}
         for cause, group in rec.groupby("cause")
     }
-    slowest = rec.nlargest(MAX_EVIDENCE, "latency_ms")
+    slowest = judged[~judged["late"]].nlargest(MAX_EVIDENCE, "latency_ms")
     return Verdict(
         NAME,
         overall,
@@ -112,10 +162,12 @@ def judge(run: Run, th: dict) -> Verdict:
         bound_label=f"{conf:.0%} upper bound of p99",
         evidence=evidence_rows(slowest, ("ts", "user", "session", "latency_ms", "cause", "gap")),
         details={
-            "percentiles": {k: v.value for k, v in percentiles(rec["latency_ms"], conf).items()},
+            "percentiles": {k: v.value for k, v in percentiles(judged["latency_ms"], conf).items()},
             "p99_lower_bound": q.lower,
             "by_cause": by_cause,
-            "never_back": int(np.isinf(rec["latency_ms"]).sum()),
+            "through_restart": len(through_restart),
+            "set_aside_late": int(rec["late"].sum()),
+            "never_back": int(np.isinf(judged["latency_ms"]).sum()),
             "judgements": {
                 name: {"status": str(s), "why": w, "p99": x.value, "upper": x.upper, "lower": x.lower, "n": x.n}
                 for name, (s, x, w) in judgements.items()

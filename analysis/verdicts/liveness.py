@@ -10,6 +10,7 @@ from agentws.protocol import DEFAULT_HB_INTERVAL_MS, IDLE_TIMEOUT_FACTOR, Close
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, inconclusive, skipped
 from .causes import restart_windows
+from .lateness import describe, measured_late, process_of, stretches_of
 from .messages import ran
 
 ZOMBIE = "zombie"
@@ -17,6 +18,9 @@ REFRESH = "refresh"
 ZOMBIE_USER = "ZombieUser"
 REFRESH_USER = "TokenRefreshUser"
 REAPED = str(int(Close.HEARTBEAT_TIMEOUT))
+#: A refresh failure this soon after its process was late may be the generator's doing (a reply read late,
+#: a token not refreshed in time while stopped): the client's reply timeout and expiry wait fit inside it.
+REFRESH_LOOKBACK_S = 10.0
 
 
 def live_clients_reaped(events: pd.DataFrame) -> pd.DataFrame:
@@ -44,10 +48,17 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     another code, reaped too late, or a 4001 sent to any other user (a live
     client reaped: every other user heartbeats), with or without ZombieUsers.
 
-    figure: the slowest reap (ms); threshold: idle timeout + grace (or
-    ``reap_max_ms``); n: zombie rounds.
+    The generator's own silence is not the backend's fault: a zombie round
+    whose wait overlaps a stretch where its Locust process was late, and a live
+    client reaped while its process was late within the idle timeout before
+    the close (it could not heartbeat), are set aside and named
+    (analysis/verdicts/lateness.py). A set-aside figure neither fails nor
+    passes: with no failure measured on time, the verdict is then inconclusive.
+
+    figure: the slowest reap (ms) measured on time; threshold: idle timeout +
+    grace (or ``reap_max_ms``); n: zombie rounds.
     """
-    th = th["zombie"]
+    th_all, th = th, th["zombie"]
     ev = run.events
     rounds = zombie_rounds(ev)
     live_reaped = live_clients_reaped(ev)
@@ -59,19 +70,38 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     if pd.isna(idle):
         idle = _embedded_idle_timeout(run)
     bound = th["reap_max_ms"] or (idle + th["grace_ms"] if pd.notna(idle) else None)
+    stretches = stretches_of(run, th_all)
+    round_late = measured_late(
+        stretches, process_of(rounds["worker"]), rounds["ts"] - rounds["latency_ms"].fillna(0) / 1000, rounds["ts"]
+    )
+    silence_s = (idle if pd.notna(idle) else 0.0) / 1000.0
+    reaped_late_gen = measured_late(
+        stretches, process_of(live_reaped["worker"]), live_reaped["ts"] - silence_s, live_reaped["ts"]
+    )
+    set_aside = pd.concat([rounds[round_late], live_reaped[reaped_late_gen]]).sort_values("ts")
+    rounds, live_reaped = rounds[~round_late], live_reaped[~reaped_late_gen]
     reaped = rounds[(rounds["ok"] == 1) & (rounds["code"] == REAPED)]
     never = rounds[rounds["ok"] == 0]
     other = rounds[(rounds["ok"] == 1) & (rounds["code"] != REAPED)]
     late = reaped[reaped["latency_ms"] > bound] if bound is not None else reaped.iloc[:0]
     failures = pd.concat([never, late, live_reaped]).sort_values("ts")
     figure = float(reaped["latency_ms"].max()) if len(reaped) else None
+    generator = (
+        f"{len(set_aside)} set aside as the generator's doing, measured while its process was late "
+        f"({describe(stretches)})"
+        if len(set_aside)
+        else ""
+    )
     figures = dict(
         figure=figure,
         unit="ms",
         threshold=bound,
-        n=len(rounds),
+        n=len(rounds) + len(set_aside),
         evidence=evidence_rows(
-            failures.assign(what=_why(failures, never, late)), ("ts", "user", "session", "latency_ms", "what")
+            pd.concat(
+                [failures.assign(what=_why(failures, never, late)), set_aside.assign(what=_set_aside(set_aside))]
+            ),
+            ("ts", "user", "session", "latency_ms", "what"),
         ),
         details={
             "reaped": len(reaped),
@@ -79,6 +109,7 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
             "reaped_late": len(late),
             "closed_otherwise": {str(c): int(n) for c, n in other["code"].value_counts().items() if n},
             "live_clients_reaped": len(live_reaped),
+            "set_aside_generator_late": len(set_aside),
             "idle_timeout_ms": idle,
             "backend_zombies_reaped_total": _backend_reaped(run),
         },
@@ -91,7 +122,9 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     if len(live_reaped):
         parts.append(f"{len(live_reaped)} live (heartbeating) client(s) reaped as zombies")
     if parts:
-        return Verdict(ZOMBIE, Status.FAIL, "; ".join(parts), **figures)
+        return Verdict(ZOMBIE, Status.FAIL, "; ".join([*parts, generator] if generator else parts), **figures)
+    if generator:
+        return inconclusive(ZOMBIE, f"no failure measured on time, but {generator}", **figures)
     if reaped.empty:
         return inconclusive(ZOMBIE, "no zombie was closed with 4001 (only other closes)", **figures)
     if bound is None:
@@ -102,6 +135,15 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
         f"{len(reaped)} zombies reaped with 4001, slowest {figure:.0f} ms <= {bound:.0f} ms",
         **figures,
     )
+
+
+def _set_aside(rows: pd.DataFrame) -> list[str]:
+    return [
+        "zombie round measured while the generator was late"
+        if cls == ZOMBIE_USER
+        else "live client reaped while its process was late: the generator's silence"
+        for cls in rows["cls"]
+    ]
 
 
 def _embedded_idle_timeout(run: Run) -> float:
@@ -150,22 +192,36 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
     it was not). Judged on every user's refreshes (HeartbeatUsers answer
     ``refresh_required`` with one) and on what TokenRefreshUsers see after them.
 
+    A failure within :data:`REFRESH_LOOKBACK_S` after its Locust process was
+    late (an answer it could not read in time, a token it could not refresh
+    while stopped) is set aside as the generator's doing, not failed; with no
+    failure measured on time the verdict is then inconclusive.
+
     figure: failures; threshold ``max_failures`` (0); n: refreshes.
     """
-    limit = th["refresh"]["max_failures"]
+    th_all, limit = th, th["refresh"]["max_failures"]
     ev = run.events
     refreshes = ev[ev["kind"] == Kind.REFRESH]
     failures = refresh_failures(ev, restart_windows(run))
+    stretches = stretches_of(run, th_all)
+    generator_late = measured_late(
+        stretches, process_of(failures["worker"]), failures["ts"] - REFRESH_LOOKBACK_S, failures["ts"]
+    )
+    set_aside, failures = failures[generator_late], failures[~generator_late]
     answered = int((refreshes["ok"] == 1).sum())
     figures = dict(
         figure=len(failures),
         unit="failures",
         threshold=limit,
         n=len(refreshes),
-        evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "code", "detail")),
+        evidence=evidence_rows(
+            pd.concat([failures, set_aside.assign(detail=set_aside["detail"].astype(str) + " (generator late)")]),
+            ("ts", "user", "session", "kind", "code", "detail"),
+        ),
         details={
             "answered": answered,
             "by_detail": {str(d): int(n) for d, n in failures["detail"].value_counts().items() if n},
+            "set_aside_generator_late": len(set_aside),
             "expiry_closes_4002": int(
                 ((ev["kind"] == Kind.CLOSE) & (ev["code"] == str(int(Close.TOKEN_EXPIRED)))).sum()
             ),
@@ -174,6 +230,13 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
     if len(failures) > limit:
         return Verdict(
             REFRESH, Status.FAIL, f"{len(failures)} refresh failure(s): {figures['details']['by_detail']}", **figures
+        )
+    if len(set_aside):
+        return inconclusive(
+            REFRESH,
+            f"no failure measured on time, but {len(set_aside)} set aside as the generator's doing "
+            f"({describe(stretches)})",
+            **figures,
         )
     if refreshes.empty:
         if not ran(run, REFRESH_USER):

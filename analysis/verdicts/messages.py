@@ -38,6 +38,13 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
     (``notify`` out_of_order), a push missing after a resume, or a streamed reply
     that is incomplete or whose sha256 does not match (``stream_done`` ok=0).
 
+    The definition has two parts, and a run may exercise only one: streamed
+    replies (a ``stream_done``) and pushes to a detached session (a ``notify``:
+    the offline queue; the users push only with an admin token). A part not
+    exercised is named in the summary; when the thresholds require it
+    (``require_streams``, ``require_pushes``: 1) and no failure was found, the
+    verdict is inconclusive, never a pass that says nothing about that part.
+
     figure: failures; threshold ``max_failures`` (0); n: streams completed plus
     pushes received.
     """
@@ -68,13 +75,26 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
             return skipped(DELIVERY, f"no {CONVERSATION} in this run: no streams or pushes to check")
         return inconclusive(DELIVERY, "no stream finished and no push arrived: nothing was checked", **figures)
     d = figures["details"]
-    return Verdict(
-        DELIVERY,
-        Status.PASS,
+    kinds = checked["kind"]
+    unexercised = {
+        "streams": "no streamed reply finished: replies cut off mid-stream were never checked"
+        if not (kinds == Kind.STREAM_DONE).any()
+        else "",
+        "pushes": "no push was sent to a detached session: the offline queue was never exercised "
+        "(the users push only with an admin token: --admin-token)"
+        if not (kinds == Kind.NOTIFY).any()
+        else "",
+    }
+    d["not_exercised"] = [part for part, why in unexercised.items() if why]
+    required = [p for p in d["not_exercised"] if th["delivery"][f"require_{p}"]]
+    gaps = "; ".join(unexercised[p] for p in d["not_exercised"])
+    checked_text = (
         f"{d['streams_complete']} streams complete with matching sha256, "
-        f"{d['pushes_received']} pushes once each in order",
-        **figures,
+        f"{d['pushes_received']} pushes once each in order"
     )
+    if required:
+        return inconclusive(DELIVERY, f"{checked_text}, but {gaps}", **figures)
+    return Verdict(DELIVERY, Status.PASS, checked_text + (f"; not exercised: {gaps}" if gaps else ""), **figures)
 
 
 def judge_context(run: Run, th: dict) -> Verdict:

@@ -10,6 +10,7 @@ from agentws.events import Kind
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, skipped, utc
 from .causes import UNPLANNED, restart_windows
+from .lateness import describe, measured_late, process_of, stretches_of
 from .messages import CONTEXT_CHANGED, delivery_failures
 
 NAME = "restart"
@@ -40,6 +41,7 @@ def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame
     expiring = set(last_gone[last_gone == EXTENDED_GAP].index) - set(cut["user"])
     users = pd.DataFrame({"user": sorted(set(around["user"]) - expiring)})
     users["cut_ts"] = users["user"].map(cut.groupby("user", observed=True)["ts"].min())
+    users["worker"] = users["user"].map(around.groupby("user", observed=True)["worker"].last().astype(str))
     after = ev[(ev["ts"] >= at) & ev["user"].isin(users["user"])]
     back = after[(after["kind"] == Kind.RECONNECT) & (after["ok"] == 1)].groupby("user", observed=True)["ts"].min()
     welcome = after[after["kind"] == Kind.WELCOME].groupby("user", observed=True).first()
@@ -81,21 +83,28 @@ def judge(run: Run, th: dict) -> Verdict:
     backend lost it), with its state: no delivery failure, history difference
     or context change for that client within the bound (a backend that forgot
     the last pushes or stream frames resumes the session but not its content).
-    Clients whose run ended before the bound are not counted. A restart after
-    which the harness's backend did not start again fails, naming its error.
+    Clients whose run ended before the bound are not counted. A client not
+    back within the bound while its Locust process was late in that time
+    (analysis/verdicts/lateness.py) is set aside, not failed: its time to
+    come back is unknown, and the verdict cannot pass while it is. A restart
+    after which the harness's backend did not start again fails, naming its
+    error.
+
+    This verdict, not reconnect-latency, judges the reconnects a restart caused:
+    their time to come back against ``back_within_s``.
 
     figure: sessions that came back new; threshold ``max_sessions_lost`` (0);
     n: clients cut off. Also reported: the storm's peak reconnects per second,
     the backoff jitter's job being to keep it low.
     """
-    th = th["restart"]
+    th_all, th = th, th["restart"]
     times = [down for down, _ in restart_windows(run)]
     if not times:
         return skipped(NAME, "no backend restart in this run")
     _, end = run.load_window
     rows, storms = [], []
     for at in times:
-        c = comebacks(run.events, at, th["back_within_s"]).assign(restart=utc(at))
+        c = comebacks(run.events, at, th["back_within_s"]).assign(restart=utc(at), restart_ts=at)
         c = c[~(c["back_s"].isna() & c["cut_ts"].notna() & (end < at + th["back_within_s"]))]  # run ended first
         rows.append(c)
         storms.append(
@@ -107,11 +116,16 @@ def judge(run: Run, th: dict) -> Verdict:
         )
     clients = pd.concat(rows, ignore_index=True)
     late = clients[clients["cut_ts"].notna() & ~(clients["back_s"] <= th["back_within_s"])]
+    stretches = stretches_of(run, th_all)
+    until = late["restart_ts"] + th["back_within_s"]
+    generator_late = measured_late(stretches, process_of(late["worker"]), late["cut_ts"], until)
+    set_aside, late = late[generator_late], late[~generator_late]
     new = clients["welcome"].notna() & ~clients["resumed"].astype(bool)
     lost = clients[new | clients["damage"].notna()]
     bad = pd.concat(
         [
             late.assign(what="not back within the bound"),
+            set_aside.assign(what="not back within the bound while the generator was late (set aside)"),
             clients[new].assign(what="session came back new"),
             clients[~new & clients["damage"].notna()].assign(what="session resumed without its state"),
         ]
@@ -130,6 +144,7 @@ def judge(run: Run, th: dict) -> Verdict:
             "back_s_max": float(clients["back_s"].max()) if len(clients) else None,
             "cut_off": int(clients["cut_ts"].notna().sum()),
             "not_back": len(late),
+            "set_aside_generator_late": len(set_aside),
             "back_within_s": th["back_within_s"],
         },
     )
@@ -149,6 +164,14 @@ def judge(run: Run, th: dict) -> Verdict:
     peak = max(s["peak_reconnects_per_s"] for s in storms)
     if problems:
         return Verdict(NAME, Status.FAIL, "; ".join(problems), **figures)
+    if len(set_aside):
+        return Verdict(
+            NAME,
+            Status.INCONCLUSIVE,
+            f"{len(set_aside)} client(s) not back within {th['back_within_s']:.0f} s while their Locust process was "
+            f"late: their time to come back is unknown ({describe(stretches)})",
+            **figures,
+        )
     return Verdict(
         NAME,
         Status.PASS,
