@@ -13,6 +13,7 @@ import random
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -20,7 +21,7 @@ from agentws.events import Kind, user_class
 from analysis.stats import downsample, judge_growth, quantile
 from analysis.verdicts import agents, health, latency, leak, liveness, messages, restart
 from analysis.verdicts.base import Status, format_figure
-from analysis.verdicts.causes import BRIEF_GAPS
+from analysis.verdicts.causes import BRIEF_GAPS, STORM_TAIL_S
 
 from .recorder import MasterRecorder
 
@@ -55,8 +56,9 @@ class Reservoir:
 class Live:
     """What the master has seen so far, in a few counters: fed by the recorder and the telemetry."""
 
-    def __init__(self, thresholds: dict) -> None:
+    def __init__(self, thresholds: dict, restarts: Callable[[], list[dict]] = list) -> None:
         self.th = thresholds
+        self.restarts = restarts  #: the embedded backend's restarts so far (its records: ts, ready_ts)
         self.events = 0
         self.tally: Counter = Counter()
         self.reconnects = Reservoir(RESERVOIR)
@@ -70,6 +72,8 @@ class Live:
         self.max_agents_per_session = 0.0
         self.cpu: dict[str, deque] = {}  #: Locust process -> its last sustained_samples CPU %
         self.cpu_sustained: float | None = None
+        self.worst_lag_ms: float | None = None  #: the worst event-loop lag of any Locust process so far
+        self.late_s = 0.0  #: seconds the generator was late beyond max_loop_lag_ms so far
         self.marks: deque = deque()  #: (monotonic time, events) at each telemetry round: events/s
         self._broken = False
 
@@ -79,18 +83,18 @@ class Live:
         self.events += len(rows)
         try:
             for r in rows:
-                self._event(r[2], r[4], r[5], r[6], r[9], r[10])
+                self._event(r[0], r[2], r[4], r[5], r[6], r[9], r[10])
         except Exception:  # never let the tab break the recording (a local run fires this in a user's greenlet)
             if not self._broken:
                 logger.exception("the Resilience tab could not count an event; its verdicts stop here")
             self._broken = True
 
-    def _event(self, user: str, kind: str, ok, latency_ms, code: str, detail: str) -> None:
+    def _event(self, ts: float, user: str, kind: str, ok, latency_ms, code: str, detail: str) -> None:
         t = self.tally
         if kind == Kind.DISCONNECT:
             self.last_gap[user] = detail
         elif kind == Kind.RECONNECT:
-            if detail != latency.NOT_RETRIED:
+            if detail != latency.NOT_RETRIED and not self._through_restart(ts):
                 value = float(latency_ms) if ok and latency_ms not in (None, "") else math.inf
                 self.reconnects.add(value)
                 if self.last_gap.get(user) in BRIEF_GAPS:
@@ -137,6 +141,10 @@ class Live:
                 self.reap_bound = th["reap_max_ms"] or float(idle.group(1)) + th["grace_ms"]
             t["zombies_reaped_late"] += self.reap_bound is not None and waited > self.reap_bound
 
+    def _through_restart(self, ts: float) -> bool:
+        """A reconnect that finished during a restart's storm: the restart verdict's, not reconnect-latency's."""
+        return any(r["ts"] <= ts <= (r.get("ready_ts") or r["ts"]) + STORM_TAIL_S for r in self.restarts() if "ts" in r)
+
     def observe_sample(self, latest: dict) -> None:
         """Telemetry observer: one round (backend sample, Locust processes, ``/stats``)."""
         self.latest = latest
@@ -151,6 +159,12 @@ class Live:
             self.max_agents_per_session = max(self.max_agents_per_session, most)
         held_for = int(self.th["harness_health"]["sustained_samples"])
         for row in latest["locust"]:
+            lag = as_number(row.get("loop_lag_ms"))
+            if lag is not None:
+                self.worst_lag_ms = max(self.worst_lag_ms or 0.0, lag)
+                began, ended = as_number(row.get("loop_late_from")), as_number(row.get("loop_late_until"))
+                if lag > self.th["harness_health"]["max_loop_lag_ms"] and began is not None and ended is not None:
+                    self.late_s += max(0.0, ended - began)
             cpu = as_number(row.get("cpu_percent"))
             if cpu is None:
                 continue
@@ -304,6 +318,17 @@ class Provisional:
             return (WAITING, *fmt, "no sustained CPU figure of the Locust processes yet")
         if cpu > limit:
             return (Status.INCONCLUSIVE, *fmt, f"a Locust process held {cpu:.0f} % CPU: latencies include its queueing")
+        starts = self.run.dir.meta.get("test_starts_utc") or []
+        loaded_s = time.time() - min(starts) if starts else 0.0
+        late_s = self.live.late_s
+        if loaded_s > 0 and late_s > th["max_late_share"] * loaded_s:
+            lag = self.live.worst_lag_ms or 0.0
+            return (
+                Status.INCONCLUSIVE,
+                *fmt,
+                f"the generator was late {late_s / loaded_s:.1%} of the load so far (event loop up to {lag:,.0f} ms"
+                " late): figures measured then are set aside",
+            )
         if lost > th["max_events_lost"]:
             return (Status.INCONCLUSIVE, *fmt, f"{lost} events never reached the master")
         return (Status.PASS, *fmt, "the Locust processes keep up (the analysis also checks the run directory)")

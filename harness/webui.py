@@ -137,7 +137,7 @@ class ResilienceTab:
     def __init__(self, run, web_ui) -> None:
         self.run = run
         self.th = analysis_thresholds.load(getattr(run.options, "thresholds", None) or None)
-        self.live = Live(self.th)
+        self.live = Live(self.th, lambda: run.backend.restarts if run.backend is not None else [])
         self.analysis = Analysis(run)
         self._rows: list[dict] = []
         self._rows_at = -math.inf

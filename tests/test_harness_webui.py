@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from analysis import thresholds
@@ -112,3 +113,42 @@ def test_reconnect_latencies_beyond_the_reservoir_are_sampled():
     )
     assert live.reconnects.seen == RESERVOIR + 500 and len(live.reconnects.values) == RESERVOIR
     assert Provisional(live, th, _run()).reconnect_latency()[0] == "pass"
+
+
+def test_reconnects_through_a_restart_are_left_to_the_restart_verdict():
+    th = thresholds.load()
+    live = Live(th, lambda: [{"ts": 100.0, "ready_ts": 102.0}])
+    live.observe_events(
+        [
+            _event("FlappingUser-1-1", "reconnect", latency_ms=3000.0, ts=104.0),  # in the storm: not judged here
+            _event("FlappingUser-1-1", "reconnect", latency_ms=20.0, ts=120.0),
+        ]
+    )
+    assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == 20.0
+
+
+def test_a_late_generator_makes_harness_health_inconclusive_so_far():
+    th = thresholds.load()
+    live = Live(th)
+    for t in range(3):
+        _sample(live, float(t), 50e6)
+    now = time.time()
+    live.observe_sample(
+        {
+            "ts": now,
+            "backend": {"pid": 7, "rss_bytes": 50e6},
+            "locust": [
+                {
+                    "source": "local",
+                    "cpu_percent": 12.0,
+                    "loop_lag_ms": 2500.0,
+                    "loop_late_from": now - 2.5,
+                    "loop_late_until": now,
+                }
+            ],
+            "stats": {},
+            "stats_error": "",
+        }
+    )
+    status, figure, _, _, why = Provisional(live, th, _run(starts=(now - 20.0,))).harness_health()
+    assert status == "inconclusive" and "generator was late" in why and "2,500 ms" in why, why
