@@ -47,6 +47,8 @@ THIS = "#1f5fa8"
 BASE = "#8c8c8c"
 BAD = "#c0392b"
 ORANGE = "#e08214"
+GREEN = "#1b9e77"
+LATE = "#f4b6ae"
 #: Tail ticks of a CDF: each a tenth of the share above the one before.
 TAIL_TICKS = (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999, 0.9999999)
 
@@ -137,12 +139,12 @@ def resources(
         return no_data(key, title, why_empty)
     unit, scale = time_unit(_span(series.index, tl))
     fig, axes = _figure(6.4, rows=4, heights=(2, 1.2, 1, 1))
+    heap = "heap_mib" in series and series["heap_mib"].notna().any()
+    memory = [("rss_mib", "RSS", THIS), ("unexplained_mib", "RSS not explained by connections", ORANGE)]
+    if heap:
+        memory.append(("heap_mib", "runtime heap in use (/metrics)", GREEN))
     panels = [
-        (
-            axes[0],
-            [("rss_mib", "RSS", THIS), ("unexplained_mib", "RSS not explained by connections", ORANGE)],
-            "MiB",
-        ),
+        (axes[0], memory, "MiB"),
         (axes[1], [("fds", "open fds", THIS), ("connections", "live connections", BASE)], "count"),
         (axes[2], [("threads", "threads", THIS)], "threads"),
         (axes[3], [("close_wait", "CLOSE_WAIT sockets", BAD)], "sockets"),
@@ -168,6 +170,85 @@ def resources(
         "Means per interval (CLOSE_WAIT: the most seen). The unexplained RSS is RSS minus the fitted cost of "
         f"the live connections; its Theil-Sen slope per process after warm-up: {slope_text}. "
         "After the load (dotted line) fds, threads and CLOSE_WAIT must return to their baseline."
+    )
+    if heap:
+        caption += (
+            " The runtime's heap in use, as its /metrics reports it, is drawn beside RSS: a managed runtime's "
+            "RSS keeps the pages its heap grew into."
+        )
+    return _chart(fig, key, title, caption)
+
+
+@_styled
+def generator_lag(
+    lag: pd.DataFrame,
+    stretches: pd.DataFrame,
+    machine: pd.DataFrame,
+    max_lag_ms: float,
+    cpus: int | None = None,
+    tl: Timeline | None = None,
+    why_empty: str = "no event-loop lag samples in samples.csv (a run recorded before the harness measured its own)",
+) -> Chart:
+    """Each Locust process's event-loop lag (symlog), the lateness limit and the late stretches shaded;
+    below, the machine's CPU and run queue against its cores."""
+    key, title = "generator", "Load generator: event-loop lag and machine load"
+    if lag.empty:
+        return no_data(key, title, why_empty)
+    index = lag.index.unique().union(machine.index.unique())  # one lag row per process and interval
+    unit, scale = time_unit(_span(index, tl))
+    step = _step(index)
+    rows = 3 if not machine.empty else 1
+    fig, axes = _figure(5.6 if rows == 3 else 3.2, rows=rows, heights=(2, 1, 1) if rows == 3 else None)
+    ax = axes[0]
+    # A lag (and a CPU %) is the worst (the mean) since the sample before: drawn back from its interval's end.
+    colors = [THIS, ORANGE, "#7570b3", GREEN, "#e7298a", "#66a61e", "#a6761d", BASE]
+    for i, (source, proc) in enumerate(lag.groupby("source", sort=True)):
+        color = colors[i % len(colors)]
+        t_end = (proc.index + step) / scale
+        ax.plot(t_end, proc["lag_ms"], color=color, lw=1.2, drawstyle="steps-pre", label=source)
+    ax.axhline(max_lag_ms, color=BAD, ls="--", lw=1, label=f"late: beyond {max_lag_ms:g} ms (harness-health)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(0, max(ax.get_ylim()[1], 2 * max_lag_ms))  # the limit never at the top edge
+    ax.set_ylabel("loop lag (ms, log above 1)")
+    ax.set_title(title)
+    if not machine.empty:
+        ax_cpu, ax_queue = axes[1], axes[2]
+        t_end = (machine.index.to_numpy() + step) / scale
+        ax_cpu.plot(t_end, machine["cpu_percent"], color=THIS, lw=1.2, drawstyle="steps-pre", label="machine CPU")
+        ax_cpu.set_ylim(0, 105)
+        ax_cpu.set_ylabel("% of all cores")
+        # The run queue is counted at the sample: an interval without a sample stays blank, not held.
+        queue = figures.every_interval(machine[["run_queue", "run_queue_max"]], step, fill=np.nan)
+        t = queue.index.to_numpy() / scale
+        ax_queue.fill_between(
+            t, queue["run_queue"], queue["run_queue_max"], step="post", color=THIS, alpha=0.2, lw=0, label="most seen"
+        )
+        ax_queue.plot(t, queue["run_queue"], color=THIS, lw=1.2, drawstyle="steps-post", label="run queue (mean)")
+        if cpus:
+            ax_queue.axhline(cpus, color="k", ls="--", lw=1, label=f"{cpus} cores")
+        ax_queue.set_ylim(bottom=0)
+        ax_queue.set_ylabel("runnable tasks")
+    for a in axes:
+        _late_shading(a, stretches, scale, label=a is ax)
+        _marks(a, tl, scale, label=a is ax)
+        _legend_outside(a)
+    axes[-1].set_xlabel(f"time since load start ({unit})")
+    late = (
+        f"{len(stretches):,} late stretch(es), {(stretches['end'] - stretches['start']).sum():.1f} s in all, shaded"
+        if not stretches.empty
+        else f"never late beyond {max_lag_ms:g} ms"
+    )
+    where = (
+        f"; below, the machine the master ran on: CPU % of all its cores and runnable tasks "
+        f"(more than its {f'{cpus} ' if cpus else ''}cores: tasks waiting for a CPU)"
+        if not machine.empty
+        else "; no machine samples (CPU, run queue) in this run"
+    )
+    caption = (
+        f"The worst event-loop lateness of each Locust process per {_duration(step)} (how late its "
+        f"clients' timers, reads and heartbeats ran): {late}{where}. Figures measured while the generator was "
+        "late are set aside by the verdicts, neither failing nor passing them: they include the generator's own "
+        "delay, not only the backend's."
     )
     return _chart(fig, key, title, caption)
 
@@ -411,6 +492,24 @@ def _marks(ax, tl: Timeline | None, scale: float, label: bool = True) -> None:
     if math.isfinite(tl.load_end):
         text = "load end (drain follows)" if label else None
         ax.axvline(tl.load_end / scale, color="k", lw=0.8, ls=":", alpha=0.7, label=text)
+
+
+def _late_shading(ax, stretches: pd.DataFrame, scale: float, label: bool = True) -> None:
+    """The generator's late stretches as shaded bands (edged, so a short one in a long run still shows)."""
+    if stretches.empty:
+        return
+    spans = np.c_[stretches["start"] / scale, (stretches["end"] - stretches["start"]) / scale]
+    ax.broken_barh(
+        spans,
+        (0, 1),
+        transform=ax.get_xaxis_transform(),
+        facecolor=LATE,
+        edgecolor=LATE,
+        alpha=0.6,
+        lw=0.8,
+        zorder=0,
+        label="generator late (figures set aside)" if label else None,
+    )
 
 
 def _legend_outside(ax) -> None:

@@ -22,7 +22,7 @@ from agentws.events import Kind
 from agentws.protocol import Close
 
 from .rundir import Run
-from .verdicts import Verdict, latency, leak
+from .verdicts import Verdict, latency, lateness, leak
 from .verdicts.base import Status
 from .verdicts.causes import restart_windows
 
@@ -131,8 +131,9 @@ def connection_fit_line(points: pd.DataFrame, per_connection_bytes: float | None
 
 
 def resource_series(run: Run, tl: Timeline | None = None, max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """The backend over time, per interval: RSS and the RSS its connections do not explain (MiB),
-    connections, open fds, threads (means) and CLOSE_WAIT sockets (the most seen).
+    """The backend over time, per interval: RSS, the RSS its connections do not explain and the runtime's
+    heap in use (MiB; NaN unless its ``/metrics`` shows one), connections, open fds, threads (means) and
+    CLOSE_WAIT sockets (the most seen).
 
     Indexed by t (s since the load started); a ``pid`` column tells the processes
     of a restarted backend apart. The unexplained RSS is the leak verdict's
@@ -145,12 +146,14 @@ def resource_series(run: Run, tl: Timeline | None = None, max_points: int = MAX_
         t=interval(s["ts"], tl.t0, tl.step(max_points)),
         rss_mib=s["rss_bytes"] / MIB,
         unexplained_mib=leak.unexplained(s, per_conn) / MIB,
+        heap_mib=s["heap_bytes"] / MIB if "heap_bytes" in s else np.nan,
     )
     return (
         s.groupby(["t", "pid"], dropna=False)
         .agg(
             rss_mib=("rss_mib", "mean"),
             unexplained_mib=("unexplained_mib", "mean"),
+            heap_mib=("heap_mib", "mean"),
             connections=("connections", "mean"),
             fds=("num_fds", "mean"),
             threads=("num_threads", "mean"),
@@ -184,6 +187,46 @@ def leak_trend_lines(run: Run, leak_verdict: Verdict | None, tl: Timeline | None
         offset = (y[inside] - slope * t[inside]).median()
         rows += [(i, tx, offset + slope * tx, w["slope_mib_per_hour"]) for tx in (t_from, t_to)]
     return pd.DataFrame(rows, columns=columns)
+
+
+# -- the load generator: could it keep up? ----------------------------------------------
+
+
+def loop_lag_series(run: Run, tl: Timeline | None = None, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """How late each Locust process's event loop woke (ms), per interval: the worst lag it reported in it.
+
+    Indexed by t (s since the load started); a ``source`` column names the process
+    (local, master, worker:<id>). Empty when the run has no loop-lag samples (a run
+    recorded before the harness measured its own lag).
+    """
+    tl = tl or timeline(run)
+    h = run.harness_samples().dropna(subset=["loop_lag_ms"])
+    h = h.assign(t=interval(h["ts"], tl.t0, tl.step(max_points)), source=h["source"].astype(str))
+    return h.groupby(["t", "source"])["loop_lag_ms"].max().rename("lag_ms").reset_index("source")
+
+
+def machine_load_series(run: Run, tl: Timeline | None = None, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """The machine the master ran on, per interval: CPU % of all its cores (mean) and its run queue
+    (runnable tasks: mean and the most seen). Indexed by t (s since the load started)."""
+    tl = tl or timeline(run)
+    m = run.machine_samples()
+    m = m.assign(t=interval(m["ts"], tl.t0, tl.step(max_points)))
+    return m.groupby("t").agg(
+        cpu_percent=("cpu_percent", "mean"), run_queue=("run_queue", "mean"), run_queue_max=("run_queue", "max")
+    )
+
+
+def machine_cpus(run: Run) -> int | None:
+    """The cores of the machine the master ran on (``meta.json`` ``machine.cpus``): the run queue's yardstick."""
+    return (run.meta.get("machine") or {}).get("cpus")
+
+
+def late_stretches(run: Run, max_lag_ms: float, tl: Timeline | None = None) -> pd.DataFrame:
+    """The stretches where a Locust process was late beyond ``max_lag_ms`` (the verdicts' own,
+    :func:`analysis.verdicts.lateness.late_stretches`): source, start, end (s since the load started), lag_ms."""
+    tl = tl or timeline(run)
+    stretches = lateness.late_stretches(run.harness_samples(), max_lag_ms)
+    return stretches.assign(start=stretches["start"] - tl.t0, end=stretches["end"] - tl.t0)
 
 
 # -- reconnect latency ------------------------------------------------------------------

@@ -27,6 +27,8 @@ from .verdicts.base import ExitCode
 #: Key figures that measure the load offered rather than the backend's health: no better or worse.
 LOAD_FIGURES = ("throughput", "reconnects", "peak connections")
 DEFINITIONS = {name: inspect.getdoc(judge) or "" for name, judge in JUDGES}
+#: The chart (key, title) that shows a verdict's evidence over time, linked from its evidence.
+EVIDENCE_CHARTS = {"harness-health": ("generator", "Load generator: event-loop lag and machine load")}
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;max-width:1100px;
@@ -209,6 +211,9 @@ def _evidence(verdicts: list[Verdict]) -> str:
             parts.append(f"<h3>Evidence</h3>{_records_table(v.evidence)}")
         if v.details:
             parts.append(f"<h3>Figures</h3>{_details_table(v.details)}")
+        if v.name in EVIDENCE_CHARTS:
+            key, title = EVIDENCE_CHARTS[v.name]
+            parts.append(f"<p class='note'>Over time: <a href='#chart-{_e(key)}'>{_e(title)}</a>.</p>")
         blocks.append(
             f"<details id='evidence-{_e(v.name)}' class='{_e(v.status)}'{' open' if v.status is Status.FAIL else ''}>"
             f"<summary><span class='status {_e(v.status)}'>{_e(v.status)}</span> {_e(v.name)}: {_e(count)}</summary>"
@@ -223,6 +228,7 @@ def _charts(run: Run, verdicts: list[Verdict], rec: pd.DataFrame, tl: Timeline, 
     step = tl.step(figures.MAX_INTERVALS)
     no_events = _why_no_events(run)
     no_samples = _why_no_samples(run, "backend samples")
+    max_lag_ms = thresholds["harness_health"]["max_loop_lag_ms"]
     made = [
         charts.rss_vs_connections(
             figures.rss_vs_connections(run, tl),
@@ -250,6 +256,15 @@ def _charts(run: Run, verdicts: list[Verdict], rec: pd.DataFrame, tl: Timeline, 
             figures.hb_rtt_over_time(ev, tl.t0, step),
             tl,
             why_empty=no_events or "no heartbeat round trips (no user waited a heartbeat interval?)",
+        ),
+        charts.generator_lag(
+            figures.loop_lag_series(run, tl),
+            figures.late_stretches(run, max_lag_ms, tl),
+            figures.machine_load_series(run, tl),
+            max_lag_ms,
+            figures.machine_cpus(run),
+            tl,
+            why_empty=_why_no_lag(run),
         ),
         charts.errors_and_closes(
             figures.errors_over_time(ev, tl.t0, step),
@@ -414,6 +429,15 @@ def _why_no_events(run: Run) -> str | None:
 def _why_no_samples(run: Run, what: str) -> str:
     problem = run.problem_with("samples.csv")
     return str(problem) if problem else f"no {what} in samples.csv"
+
+
+def _why_no_lag(run: Run) -> str:
+    problem = run.problem_with("samples.csv")
+    if problem:
+        return str(problem)
+    if run.harness_samples().empty:
+        return "no samples of the Locust processes in samples.csv"
+    return "no event-loop lag samples in samples.csv: a run recorded before the harness measured its own lateness"
 
 
 def _why_no_connections(run: Run) -> str:

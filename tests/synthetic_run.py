@@ -38,8 +38,18 @@ def write_run(
     server_stats: bool = True,
     scenario: str = "synthetic",
     run_id: str | None = None,
+    loop_lag_ms: float | None = None,
+    late: tuple[tuple[float, float], ...] = (),
+    heap_mib: float | None = None,
 ) -> Path:
-    """Write a run directory into ``path`` (created) and return it."""
+    """Write a run directory into ``path`` (created) and return it.
+
+    By default samples.csv has the first format's columns only (an older run). ``loop_lag_ms``: the Locust
+    process reports this event-loop lag, with the machine's rows (CPU, run queue; 2 cores in meta.json);
+    ``late``: (t, seconds) stretches where the process was stopped: no sample in them, the first one after
+    reports the whole stretch as its lag. ``heap_mib``: the backend's /metrics heap, this much plus half of
+    what its connections cost.
+    """
     path.mkdir(parents=True, exist_ok=True)
     run_id = run_id or path.name
     ts = T0 + np.arange(-5, seconds + DRAIN_S, 1.0)
@@ -61,7 +71,13 @@ def write_run(
             }
         )
         local = backend.assign(source="local", pid=50, rss_bytes=80 * MiB, cpu_percent=10.0, num_fds=30, num_threads=3)
-        pd.concat([backend, local]).sort_values("ts", kind="stable").to_csv(path / "samples.csv", index=False)
+        rows = [backend, local]
+        if heap_mib is not None:
+            backend["heap_bytes"] = (heap_mib * MiB + (rss - BASE_RSS) / 2).round()
+        if loop_lag_ms is not None:
+            rows[1] = local = _lagging(local, loop_lag_ms, late)
+            rows.append(pd.DataFrame({"ts": ts, "source": "machine", "cpu_percent": 30.0, "run_queue": 1.0}))
+        pd.concat(rows).sort_values("ts", kind="stable").to_csv(path / "samples.csv", index=False)
     if server_stats:
         stats = pd.DataFrame(
             {
@@ -105,8 +121,26 @@ def write_run(
         "drain": {"from_utc": T0 + seconds, "seconds": DRAIN_S},
         "exit_reason": "run-time limit reached",
     }
+    if loop_lag_ms is not None:
+        meta["machine"] = {"cpus": 2}
     (path / "meta.json").write_text(json.dumps(meta, indent=1))
     return path
+
+
+def _lagging(local: pd.DataFrame, lag_ms: float, late: tuple[tuple[float, float], ...]) -> pd.DataFrame:
+    """The Locust process's rows with their loop lag: ``lag_ms`` each, and each late stretch (t, seconds)
+    a gap in its samples reported by the first sample after it (harness/lag.py's loop_late_from / _until)."""
+    t = local["ts"] - T0
+    local = local.assign(loop_lag_ms=lag_ms, loop_late_from=local["ts"] - lag_ms / 1000, loop_late_until=local["ts"])
+    for at, seconds in late:
+        local = local[~((t > at) & (t < at + seconds))]
+        after = (t >= at + seconds).reindex(local.index).idxmax()
+        local.loc[after, ["loop_lag_ms", "loop_late_from", "loop_late_until"]] = (
+            seconds * 1000,
+            T0 + at,
+            T0 + at + seconds,
+        )
+    return local
 
 
 def _events(seconds: int, users_per_class: int, reconnect_ms: float) -> pd.DataFrame:

@@ -17,7 +17,18 @@ from analysis.verdicts import NAMES, Status, Verdict, judge_all
 
 from .synthetic_run import PEAK_CONNECTIONS, T0, write_run
 
-CHART_KEYS = ("rss-vs-connections", "resources", "latency-cdf", "latency-over-time", "hb-rtt", "errors", "throughput")
+CHART_KEYS = (
+    "rss-vs-connections",
+    "resources",
+    "latency-cdf",
+    "latency-over-time",
+    "hb-rtt",
+    "generator",
+    "errors",
+    "throughput",
+)
+#: The main synthetic run's Locust process: 2 ms late all along, stopped for 3 s at t = 120 s.
+LATE_AT, LATE_S = 120.0, 3.0
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,7 +39,7 @@ def th():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return load(write_run(tmp_path_factory.mktemp("runs") / "this-run"))
+    return load(write_run(tmp_path_factory.mktemp("runs") / "this-run", loop_lag_ms=2.0, late=((LATE_AT, LATE_S),)))
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +155,30 @@ def test_throughput_errors_and_close_codes_per_interval(run):
     assert closes.to_numpy().sum() == (run.events["kind"] == "close").sum()
 
 
+def test_loop_lag_machine_load_and_late_stretches_per_interval(run, th):
+    tl = figures.timeline(run)
+    lag = figures.loop_lag_series(run, tl)
+    assert set(lag["source"]) == {"local"} and lag.index.is_unique
+    assert lag["lag_ms"].max() == LATE_S * 1000 and lag["lag_ms"].idxmax() == LATE_AT + LATE_S  # reported after it
+    assert (lag["lag_ms"].drop(LATE_AT + LATE_S) == 2.0).all()
+    assert lag.index.intersection(np.arange(LATE_AT + 1, LATE_AT + LATE_S)).empty  # no sample while stopped
+    late = figures.late_stretches(run, th["harness_health"]["max_loop_lag_ms"], tl)
+    assert late[["source", "start", "end", "lag_ms"]].values.tolist() == [["local", LATE_AT, LATE_AT + LATE_S, 3000.0]]
+    machine = figures.machine_load_series(run, tl)
+    assert (machine["run_queue"] == 1).all() and (machine["cpu_percent"] == 30).all()
+    assert figures.machine_cpus(run) == 2
+
+
+def test_backend_heap_is_drawn_beside_rss_when_its_metrics_show_one(tmp_path, run):
+    heap_run = load(write_run(tmp_path / "heap", seconds=120, heap_mib=30.0))
+    series = figures.resource_series(heap_run)
+    assert series["heap_mib"].min() == pytest.approx(30.0) and series["heap_mib"].max() > 30.0
+    with_heap, without = charts.resources(series), charts.resources(figures.resource_series(run))
+    assert "heap in use" in with_heap.caption and not with_heap.empty
+    assert figures.resource_series(run)["heap_mib"].isna().all()
+    assert "heap" not in without.caption and not without.empty
+
+
 def test_a_day_of_one_second_samples_is_drawn_from_at_most_a_few_thousand_points(tmp_path):
     day = load(write_run(tmp_path / "day", seconds=86_400, events=False))
     tl = figures.timeline(day)
@@ -165,6 +200,7 @@ def test_every_chart_draws_nothing_as_a_panel_that_says_why():
         charts.latency_cdf({}),
         charts.latency_over_time(pd.DataFrame(columns=["p50", "p95", "p99", "n", "never_back"]), empty),
         charts.hb_rtt(pd.DataFrame(columns=["p50", "p95", "p99", "max", "n", "unanswered"])),
+        charts.generator_lag(pd.DataFrame(columns=["source", "lag_ms"]), empty, empty, 250.0),
         charts.errors_and_closes(empty, empty),
         charts.throughput(empty, why_empty="events.csv: missing"),
     ]
@@ -173,6 +209,14 @@ def test_every_chart_draws_nothing_as_a_panel_that_says_why():
         assert c.empty and c.caption.startswith("no data: ")
         assert png(c).startswith(PNG)
     assert made[-1].caption == "no data: events.csv: missing"
+
+
+def test_generator_chart_without_machine_samples_draws_the_lag_alone(run, th):
+    chart = charts.generator_lag(
+        figures.loop_lag_series(run), figures.late_stretches(run, 250.0), pd.DataFrame(), 250.0
+    )
+    assert not chart.empty and png(chart).startswith(PNG)
+    assert "no machine samples" in chart.caption and "1 late stretch(es), 3.0 s in all" in chart.caption
 
 
 def test_charts_leave_matplotlibs_global_state_alone(run):
@@ -208,6 +252,32 @@ def test_report_has_every_chart_embedded(page):
         assert match, key
         assert base64.b64decode(match.group(1)).startswith(PNG)
     assert "no data" not in page
+
+
+def test_report_shows_when_the_generator_was_late_and_why_it_matters(page):
+    chart = re.search(r"<figure class='chart' id='chart-generator'>.*?</figure>", page).group(0)
+    assert "alt='Load generator: event-loop lag and machine load'" in chart
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", chart).group(1)
+    assert "1 late stretch(es), 3.0 s in all, shaded" in caption
+    assert "more than its 2 cores" in caption
+    assert "Figures measured while the generator was late are set aside by the verdicts" in caption
+    assert "<a href='#chart-generator'>" in page[page.index("<details id='evidence-harness-health'") :]
+    toc = page[page.index("<section id='charts'>") : page.index("<figure")]
+    assert toc.index("chart-hb-rtt") < toc.index("chart-generator") < toc.index("chart-errors")
+
+
+def test_report_of_an_older_run_without_loop_lag_or_heap_columns(tmp_path, th):
+    path = write_run(tmp_path / "old", seconds=120)
+    assert "loop_lag_ms" not in (path / "samples.csv").read_text().splitlines()[0]
+    assert "heap_bytes" not in (path / "samples.csv").read_text().splitlines()[0]
+    run = load(path)
+    assert run.problems == []
+    page = rendered(path, th)
+    assert "no data: no event-loop lag samples in samples.csv: a run recorded before" in page
+    assert "<figure class='chart empty' id='chart-generator'>" in page
+    assert page.count("no data") == 1  # every other chart is drawn
+    resources = re.search(r"id='chart-resources'>.*?<figcaption>(.*?)</figcaption>", page).group(1)
+    assert "heap" not in resources
 
 
 def test_report_loads_nothing_from_anywhere(page):
