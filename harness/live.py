@@ -321,7 +321,7 @@ class Provisional:
         starts = self.run.dir.meta.get("test_starts_utc") or []
         loaded_s = time.time() - min(starts) if starts else 0.0
         late_s = self.live.late_s
-        if loaded_s > 0 and late_s > th["max_late_share"] * loaded_s:
+        if loaded_s > 0 and late_s > th["max_late_share"] * loaded_s and late_s > th["min_late_s"]:
             lag = self.live.worst_lag_ms or 0.0
             return (
                 Status.INCONCLUSIVE,

@@ -141,8 +141,8 @@ def test_a_late_generator_makes_harness_health_inconclusive_so_far():
                 {
                     "source": "local",
                     "cpu_percent": 12.0,
-                    "loop_lag_ms": 2500.0,
-                    "loop_late_from": now - 2.5,
+                    "loop_lag_ms": 4000.0,
+                    "loop_late_from": now - 4.0,
                     "loop_late_until": now,
                 }
             ],
@@ -151,4 +151,4 @@ def test_a_late_generator_makes_harness_health_inconclusive_so_far():
         }
     )
     status, figure, _, _, why = Provisional(live, th, _run(starts=(now - 20.0,))).harness_health()
-    assert status == "inconclusive" and "generator was late" in why and "2,500 ms" in why, why
+    assert status == "inconclusive" and "generator was late" in why and "4,000 ms" in why, why

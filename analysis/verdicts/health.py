@@ -76,7 +76,7 @@ def judge(run: Run, th: dict) -> Verdict:
 
     - **late**: a Locust process's event loop was late by more than
       ``max_loop_lag_ms`` (harness/lag.py) for more than ``max_late_share`` of
-      the load window in all. Latency figures measured in a late stretch are set
+      the load window and more than ``min_late_s`` in all. Latency figures measured in a late stretch are set
       aside by their own verdicts (analysis/verdicts/lateness.py) whatever this
       share; this verdict says whether the generator as a whole kept time;
     - **busy**: a Locust process held more than ``cpu_max_percent`` CPU for
@@ -130,9 +130,10 @@ def judge(run: Run, th: dict) -> Verdict:
         },
     )
     problems = [str(p) for p in run.problems]
-    if late_share > th["max_late_share"]:
+    if late_share > th["max_late_share"] and late_s > th["min_late_s"]:
         problems.append(
-            f"the generator was late {late_share:.1%} of the load (> {th['max_late_share']:.1%}): {describe(stretches)}"
+            f"the generator was late {late_share:.1%} of the load (> {th['max_late_share']:.1%}, {late_s:.1f} s): "
+            f"{describe(stretches)}"
             f"{_machine_text(machine)}"
         )
     if worst_cpu is not None and worst_cpu > th["cpu_max_percent"]:
