@@ -76,26 +76,39 @@ def thirds_medians(y) -> tuple[float, float, float]:
 class GrowthJudgement:
     """Is a series still growing, by more than its noise, beyond a practical size?"""
 
-    growing: bool
+    growing: bool  #: still growing at the end (the leak case): growth seen and the last third a real trend
     overall: Trend | None  #: Theil-Sen slope per hour over the whole window
     growth: float  #: last-third plateau minus first-third plateau
     late_growth: float  #: last-third plateau minus middle-third plateau
     reason: str
+    seen: bool = False  #: growth beyond both thresholds over the window, whether or not it went on to the end
+    late: Trend | None = None  #: Theil-Sen slope per hour over the last third alone
 
 
-def judge_growth(t, y, *, max_slope_per_hour: float, min_growth: float) -> GrowthJudgement:
-    """Growth is a leak only when all three hold:
+def judge_growth(
+    t, y, *, max_slope_per_hour: float, min_growth: float, min_late_growth: float = 0.0
+) -> GrowthJudgement:
+    """Growth is *seen* when both hold:
 
-    1. the Theil-Sen slope's *lower* 95 % bound exceeds ``max_slope_per_hour``
-       (not merely "significantly above zero");
-    2. the last third's plateau is above the middle third's by more than that
-       slope would give: it is still growing at the end (a cache that filled and
-       stopped is not a leak);
-    3. the last third's plateau is at least ``min_growth`` above the first's
+    1. the Theil-Sen slope's *lower* 95 % bound over the window exceeds
+       ``max_slope_per_hour`` (not merely "significantly above zero");
+    2. the last third's plateau is at least ``min_growth`` above the first's
        (large enough to matter, not allocator noise).
 
-    Plateaus are medians over thirds of the window: each spans many collection
-    cycles, so a GC sawtooth cancels out where a short-window slope would not.
+    It is *still growing at the end* (``growing``: the leak case) when also:
+
+    3. the last third on its own is a real trend: its own Theil-Sen lower 95 %
+       bound exceeds ``max_slope_per_hour`` (the median of pairwise slopes: one
+       step of a heap growing toward its ceiling does not make one, a steady
+       leak does);
+    4. the last third's plateau is above the middle third's by more than
+       ``min_late_growth`` and by more than the threshold slope gives over a third:
+       an absolute size, not a few KiB over a short window (a cache that filled
+       and stopped, a heap that grew in steps and stopped, is not a leak).
+
+    Plateaus are medians over thirds of the window (equal numbers of samples):
+    each spans many collection cycles, so a GC sawtooth cancels out where a
+    short-window slope would not.
     """
     t = np.asarray(t, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -105,14 +118,24 @@ def judge_growth(t, y, *, max_slope_per_hour: float, min_growth: float) -> Growt
     overall = overall.per_hour()
     first, middle, last = thirds_medians(y)
     growth, late_growth = last - first, last - middle
-    third_hours = (t[-1] - t[0]) / 3 / 3600
     if overall.low <= max_slope_per_hour:
         return GrowthJudgement(False, overall, growth, late_growth, "slope's lower bound within threshold")
-    if not late_growth > max_slope_per_hour * third_hours:
-        return GrowthJudgement(False, overall, growth, late_growth, "growth stopped before the end (bounded)")
     if not growth >= min_growth:
         return GrowthJudgement(False, overall, growth, late_growth, "last plateau not above the first by the minimum")
-    return GrowthJudgement(True, overall, growth, late_growth, "still growing at the end, beyond threshold")
+    keep = np.isfinite(t) & np.isfinite(y)
+    late_t, late_y = (np.array_split(a[keep], 3)[2] for a in (t, y))
+    late = trend(late_t, late_y)
+    late = late.per_hour() if late is not None else None
+    third_hours = (t[-1] - t[0]) / 3 / 3600
+    if late is None or late.low <= max_slope_per_hour:
+        why = "growth stopped before the end (bounded): no trend in the last third"
+    elif not late_growth > max(min_late_growth, max_slope_per_hour * third_hours):
+        why = "growth stopped before the end (bounded): the last third barely rose"
+    else:
+        return GrowthJudgement(
+            True, overall, growth, late_growth, "still growing at the end, beyond threshold", True, late
+        )
+    return GrowthJudgement(False, overall, growth, late_growth, why, True, late)
 
 
 @dataclass(frozen=True)

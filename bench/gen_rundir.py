@@ -637,7 +637,7 @@ def write_samples(path: Path, run: Run, g: Gauges, pids: dict, backend_rss_bytes
         tcp_close_wait=pd.array([pd.NA] * n, dtype="Int64"),
     )
     both = pd.concat([backend, local]).sort_index(kind="stable")
-    both[list(SAMPLE_COLUMNS)].to_csv(path, index=False)
+    both.reindex(columns=list(SAMPLE_COLUMNS)).to_csv(path, index=False)  # columns it does not model: blank
 
 
 def write_server_stats(path: Path, run: Run, g: Gauges, tl: Timeline, pids: dict, rss: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from agentws.events import Kind, user_class
-from analysis.stats import downsample, judge_growth, quantile
+from analysis.stats import quantile
 from analysis.verdicts import agents, health, latency, leak, liveness, messages, restart
 from analysis.verdicts.base import Status, format_figure
 from analysis.verdicts.causes import BRIEF_GAPS, STORM_TAIL_S
@@ -67,7 +67,7 @@ class Live:
         self.slowest_reap: float | None = None
         self.reap_bound: float | None = None
         self.latest: dict = {}  #: the telemetry's last round
-        self.backend: deque = deque(maxlen=HISTORY)  #: (ts, pid, rss_bytes, connections)
+        self.backend: deque = deque(maxlen=HISTORY)  #: (ts, pid, rss_bytes, connections, heap_bytes)
         self.duplicates_by_pid: dict = {}  #: the backend's duplicate_agents_total restarts at 0 with each process
         self.max_agents_per_session = 0.0
         self.cpu: dict[str, deque] = {}  #: Locust process -> its last sustained_samples CPU %
@@ -151,7 +151,8 @@ class Live:
         backend, stats = latest["backend"], latest["stats"]
         pid = backend.get("pid") or stats.get("pid")
         if as_number(backend.get("rss_bytes")) is not None:
-            self.backend.append((latest["ts"], pid, float(backend["rss_bytes"]), as_number(stats.get("connections"))))
+            rss, heap = float(backend["rss_bytes"]), as_number(backend.get("heap_bytes"))
+            self.backend.append((latest["ts"], pid, rss, as_number(stats.get("connections")), heap))
         if stats:
             dup = as_number(stats.get("duplicate_agents_total")) or 0.0
             self.duplicates_by_pid[stats.get("pid")] = max(dup, self.duplicates_by_pid.get(stats.get("pid"), 0.0))
@@ -245,24 +246,26 @@ class Provisional:
         threshold = show(th["min_growth_mib"], "MiB")
         if not starts or not self.live.backend:
             return (WAITING, "", threshold, 0, "no load or no backend RSS sample yet")
-        series = pd.DataFrame(list(self.live.backend), columns=["ts", "pid", "rss_bytes", "connections"])
+        series = pd.DataFrame(list(self.live.backend), columns=["ts", "pid", "rss_bytes", "connections", "heap_bytes"])
         series = series[series["pid"] == series["pid"].iloc[-1]]  # the current backend process
         start = max(min(starts), float(series["ts"].iloc[0]))
         end = max(stops) if stops and max(stops) >= max(starts) else float(series["ts"].iloc[-1])
-        series = series[series["ts"] <= end]
+        series = series[series["ts"] <= end].reset_index(drop=True)
         per_connection = leak.bytes_per_connection(series)
-        load = series[series["ts"] >= leak.warmup_end(start, end, th)]
+        after = series["ts"] >= leak.warmup_end(start, end, th)
+        load = series[after]
         if len(load) < leak.MIN_POINTS:
             why = f"{len(load)} backend samples after warm-up: the trend needs {leak.MIN_POINTS}"
             return (WAITING, "", threshold, len(load), why)
-        t, y = downsample(load["ts"].to_numpy(), leak.unexplained(load, per_connection).to_numpy(), TREND_POINTS)
-        g = judge_growth(
-            t, y, max_slope_per_hour=th["max_slope_mib_per_hour"] * MIB, min_growth=th["min_growth_mib"] * MIB
-        )
-        slope = f"slope {g.overall.slope / MIB:.1f} MiB/h (95 % low {g.overall.low / MIB:.1f})" if g.overall else ""
-        status = Status.FAIL if g.growing else Status.PASS
-        why = f"{g.reason}; {slope}; RSS less what the live connections explain, after warm-up"
-        return (status, show(g.growth / MIB, "MiB grown"), threshold, len(load), why)
+        # Theil-Sen is quadratic: judge an evenly thinned window, as the analysis does on its downsampled series.
+        step = max(1, len(load) // TREND_POINTS)
+        span = float(load["ts"].iloc[-1] - load["ts"].iloc[0])
+        floor = leak.heap_floor(series["ts"], series["heap_bytes"], leak.floor_window_s(span, th))[after]
+        thin = load.iloc[::step]
+        w = leak.judge_window(thin, leak.unexplained(thin, per_connection), floor.iloc[::step], span, None, th)
+        slope = f"slope {w['slope_mib_per_hour']:.1f} MiB/h" if w["slope_mib_per_hour"] is not None else ""
+        why = f"{w['finding'] or w['reason']}; {slope}; RSS less what the live connections explain, after warm-up"
+        return (w["status"], show(w["growth_mib"], "MiB grown"), threshold, len(load), why)
 
     def reconnect_latency(self) -> tuple:
         live, th = self.live, self.th["reconnect_latency"]

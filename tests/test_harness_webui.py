@@ -96,13 +96,20 @@ def test_each_failure_shows_as_it_arrives():
 
 def test_leak_is_judged_on_the_rss_history_after_warm_up():
     th = thresholds.load()
+    # 1000 s: after the warm-up (a quarter), a 750 s window, long enough to fail on growth (leak.min_window_s)
     for slope, expected in ((0.1 * 1024 * 1024, "fail"), (0.0, "pass")):
         live = Live(th)
-        for t in range(600):
+        for t in range(1000):
             _sample(live, float(t), 100e6 + slope * t + (t % 7) * 1000)
         status, figure, _, n, why = Provisional(live, th, _run()).leak()
         assert status == expected, (status, figure, why)
-        assert n == 450  # after warm-up: a quarter of the 600 s window
+        assert n == 750
+    # The same growth in a 10-minute run: too short to tell a heap growing in steps from a leak.
+    live = Live(th)
+    for t in range(600):
+        _sample(live, float(t), 100e6 + 0.1 * 1024 * 1024 * t)
+    status, _, _, _, why = Provisional(live, th, _run()).leak()
+    assert status == "inconclusive" and "too short" in why, why
 
 
 def test_reconnect_latencies_beyond_the_reservoir_are_sampled():

@@ -19,7 +19,10 @@ MIN_POINTS = 9
 
 def backend_series(run: Run) -> pd.DataFrame:
     """Backend samples with the live connection count of the nearest ``/stats`` sample beside them."""
-    samples = run.backend_samples()[["ts", "pid", "rss_bytes", "num_fds", "num_threads", "tcp_close_wait"]]
+    samples = run.backend_samples()
+    if "heap_bytes" not in samples:
+        samples = samples.assign(heap_bytes=np.nan)
+    samples = samples[["ts", "pid", "rss_bytes", "heap_bytes", "num_fds", "num_threads", "tcp_close_wait"]]
     samples = samples.dropna(subset=["rss_bytes"])
     stats = run.server_stats
     if "connections" not in stats or stats["connections"].isna().all():
@@ -59,22 +62,63 @@ def unexplained(series: pd.DataFrame, per_connection: float | None) -> pd.Series
     return series["rss_bytes"] - per_connection * series["connections"].fillna(0)
 
 
+def floor_window_s(span_s: float, th: dict) -> float:
+    """The trailing window of the heap's floor: ``heap_floor_s``, or a tenth of a longer judged window,
+    but never more than a third of it (the last third must have a floor of its own)."""
+    return min(max(th["heap_floor_s"], span_s / 10), span_s / 3)
+
+
+def heap_floor(ts: pd.Series, heap: pd.Series, window_s: float) -> pd.Series:
+    """The heap's lower envelope: at each sample, the least heap in use over the trailing ``window_s``.
+
+    Heap in use is a sawtooth (allocation up, collection down); its floor is what
+    survives the collections, the live objects. A leak of objects raises it steadily;
+    a heap growing toward its GC ceiling raises the peaks, not the floor.
+    """
+    known = heap.notna()
+    floor = pd.Series(heap[known].to_numpy(), index=pd.to_datetime(ts[known], unit="s"))
+    out = floor.rolling(pd.Timedelta(seconds=max(window_s, 1e-3))).min().to_numpy()
+    return pd.Series(out, index=heap.index[known])
+
+
 def judge(run: Run, th: dict) -> Verdict:
     """Fails on any of:
 
-    1. **growth**: in each backend process's load window after warm-up, the RSS
-       the live connections do not explain (RSS - k x connections, k the KiB per
-       connection fitted on the ramp) grows: Theil-Sen lower 95 % bound above
-       ``max_slope_mib_per_hour``, still growing in the last third, last plateau
-       ``min_growth_mib`` above the first (:func:`analysis.stats.judge_growth`);
+    1. **growth** (only in a window of at least ``min_window_s``): in each backend
+       process's load window after warm-up, the RSS the live connections do not
+       explain (RSS - k x connections, k the KiB per connection fitted on the ramp)
+       is still growing at the end: Theil-Sen lower 95 % bound above
+       ``max_slope_mib_per_hour``, last plateau ``min_growth_mib`` above the first,
+       and the last third a real trend of its own (its own lower bound above the
+       slope threshold) that rose at least ``min_late_growth_mib``
+       (:func:`analysis.stats.judge_growth`). Where the backend's ``/metrics``
+       exposes its runtime's heap (``heap_bytes``: V8, the JVM, Go, .NET), the same
+       test runs on the heap's *floor* (its least value over a trailing
+       :func:`floor_window_s`, spanning several collections): a leak of objects
+       raises the post-GC floor; a heap growing in steps toward its GC ceiling
+       does not;
     2. **held per cycle**: after the load drained (``--drain``), RSS above the
        pre-load baseline divided by the connect/disconnect cycles of the run is
        above ``max_held_kib_per_cycle`` and the total above ``min_growth_mib``,
        or (when ``max_held_share`` > 0, a test plan's relative bound) the total
-       above that share of the baseline;
+       above that share of the baseline. With the heap known, the heap's headroom
+       at the end (its high-water mark of the run less its floor at the end:
+       garbage room the runtime grew its heap into and keeps) is not counted as
+       held; what the heap still holds at the end is;
     3. **return to baseline**: after the drain, open fds above the baseline by
        more than ``fd_slack``, threads by more than ``thread_slack``, or more than
        ``max_close_wait`` CLOSE_WAIT sockets.
+
+    Inconclusive, never pass: a window shorter than ``min_window_s`` in which
+    growth is seen (rules 1's first two conditions, on RSS or on the heap's floor)
+    is too short to tell a runtime's heap settling in steps from a leak, whether or
+    not the growth went on to the end; it never fails on growth alone (rule 2
+    catches a per-connection leak in a short run). One exception passes: the heap is
+    known, its floor shows no growth, and the RSS growth levelled off (not still
+    growing, and its last third rose at most ``levelled_share`` of what a steady
+    trend gives: half the growth): the runtime's heap reaching its ceiling. Also
+    inconclusive: no window with enough samples after warm-up, no sample after the
+    load (``--drain 0``).
 
     figure: the unexplained growth (last plateau minus first, MiB) of the
     longest process window; bound: its slope's lower 95 % bound (MiB/h). A
@@ -90,7 +134,8 @@ def judge(run: Run, th: dict) -> Verdict:
     per_conn = bytes_per_connection(series[series["ts"] <= end])
     growth = _growth(series, start, end, per_conn, th)
     drain = _after_drain(run, series, start, end, th)
-    failures = [g["finding"] for g in growth["windows"] if g["leaking"]] + drain["findings"]
+    failures = [g["finding"] for g in growth["windows"] if g["status"] == Status.FAIL] + drain["findings"]
+    unsure = [g["reason"] for g in growth["windows"] if g["status"] == Status.INCONCLUSIVE]
     main = max(growth["windows"], key=lambda g: g["n"], default=None)
     figures = dict(
         figure=main["growth_mib"] if main else None,
@@ -112,8 +157,10 @@ def judge(run: Run, th: dict) -> Verdict:
     if failures:
         return Verdict(NAME, Status.FAIL, "; ".join(failures), **figures)
     missing = growth["missing"] + drain["missing"]
-    if not growth["windows"] or drain["missing"]:
-        return inconclusive(NAME, "cannot judge: " + "; ".join(missing), **figures)
+    if missing:
+        return inconclusive(NAME, "cannot judge: " + "; ".join(missing + unsure), **figures)
+    if unsure:
+        return inconclusive(NAME, "; ".join(unsure), **figures)
     return Verdict(NAME, Status.PASS, _pass_summary(growth["windows"], drain["figures"], th), **figures)
 
 
@@ -121,40 +168,104 @@ def _growth(series: pd.DataFrame, start: float, end: float, per_conn: float | No
     windows, missing = [], []
     for pid, proc in series[(series["ts"] >= start) & (series["ts"] <= end)].groupby("pid", sort=False):
         proc_start = max(start, float(proc["ts"].iloc[0]))
-        load = proc[proc["ts"] >= warmup_end(proc_start, end, th)]
+        after = proc["ts"] >= warmup_end(proc_start, end, th)
+        load = proc[after]
         if len(load) < MIN_POINTS:
             continue
-        y = unexplained(load, per_conn).to_numpy()
-        g = judge_growth(
-            load["ts"].to_numpy(),
-            y,
-            max_slope_per_hour=th["max_slope_mib_per_hour"] * MIB,
-            min_growth=th["min_growth_mib"] * MIB,
-        )
-        slope = g.overall.slope / MIB if g.overall else None
-        windows.append(
-            {
-                "pid": None if pd.isna(pid) else int(pid),
-                "from": utc(load["ts"].iloc[0]),
-                "to": utc(load["ts"].iloc[-1]),
-                "n": int(len(load)),
-                "slope_mib_per_hour": slope,
-                "slope_low_mib_per_hour": g.overall.low / MIB if g.overall else None,
-                "growth_mib": g.growth / MIB,
-                "late_growth_mib": g.late_growth / MIB,
-                "leaking": g.growing,
-                "reason": g.reason,
-                "finding": _growth_finding(slope, g.growth, pid) if g.growing else "",
-            }
-        )
+        span = float(load["ts"].iloc[-1] - load["ts"].iloc[0])
+        floor = heap_floor(proc["ts"], proc["heap_bytes"], floor_window_s(span, th))[after]
+        windows.append(judge_window(load, unexplained(load, per_conn), floor, span, pid, th))
     if not windows:
         missing.append(f"fewer than {MIN_POINTS} backend samples after warm-up in any process")
     return {"windows": windows, "missing": missing}
 
 
-def _growth_finding(slope: float, growth: float, pid) -> str:
+def judge_window(load: pd.DataFrame, y: pd.Series, floor: pd.Series, span: float, pid, th: dict) -> dict:
+    """One backend process's window after warm-up, by rule 1 of :func:`judge` and its short-window rules.
+
+    ``load``: the window's samples (``ts``); ``y``: the RSS judged there (less what the live
+    connections explain); ``floor``: the heap's floor at those samples (:func:`heap_floor`; empty
+    where the backend shows no heap); ``span``: the window's length (s); ``th``: the ``[leak]``
+    thresholds. Returns the window's row of ``details["windows"]``: its ``status`` (pass, fail,
+    inconclusive), with the ``finding`` that fails it or the ``reason`` it does not.
+    """
+    limits = {
+        "max_slope_per_hour": th["max_slope_mib_per_hour"] * MIB,
+        "min_growth": th["min_growth_mib"] * MIB,
+        "min_late_growth": th["min_late_growth_mib"] * MIB,
+    }
+    g = judge_growth(load["ts"].to_numpy(), y.to_numpy(), **limits)
+    h = None
+    if len(floor) >= MIN_POINTS:
+        h = judge_growth(load.loc[floor.index, "ts"].to_numpy(), floor.to_numpy(), **limits)
     where = "" if pd.isna(pid) else f" in pid {int(pid)}"
-    return f"RSS grows {slope:.1f} MiB/h beyond live connections ({growth / MIB:.1f} MiB){where}"
+    status, finding, reason = Status.PASS, "", _reason(g, h)
+    if span >= th["min_window_s"]:
+        if g.growing:
+            status, finding = Status.FAIL, _growth_finding("RSS", "beyond live connections", g, h, where)
+        elif h is not None and h.growing:
+            status, finding = Status.FAIL, _growth_finding("the heap's post-GC floor", "", h, None, where)
+    elif g.seen or (h is not None and h.seen):
+        levelled = g.late_growth <= th["levelled_share"] * g.growth / 2
+        if h is not None and not h.seen and not g.growing and levelled:
+            reason = (
+                f"RSS grew {g.growth / MIB:.1f} MiB and levelled off ({g.late_growth / MIB:.1f} MiB in the last "
+                "third) while the heap's post-GC floor stayed flat: the runtime's heap reaching its ceiling"
+            )
+        else:
+            status, reason = Status.INCONCLUSIVE, _too_short(g, h, span, levelled, where, th)
+    return {
+        "pid": None if pd.isna(pid) else int(pid),
+        "from": utc(load["ts"].iloc[0]),
+        "to": utc(load["ts"].iloc[-1]),
+        "n": int(len(load)),
+        "window_s": span,
+        "slope_mib_per_hour": g.overall.slope / MIB if g.overall else None,
+        "slope_low_mib_per_hour": g.overall.low / MIB if g.overall else None,
+        "late_slope_low_mib_per_hour": g.late.low / MIB if g.late else None,
+        "growth_mib": g.growth / MIB,
+        "late_growth_mib": g.late_growth / MIB,
+        "heap_floor_growth_mib": h.growth / MIB if h else None,
+        "heap_floor_late_growth_mib": h.late_growth / MIB if h else None,
+        "heap_floor_slope_low_mib_per_hour": h.overall.low / MIB if h and h.overall else None,
+        "leaking": status == Status.FAIL,
+        "status": status,
+        "reason": reason,
+        "finding": finding,
+    }
+
+
+def _reason(g, h) -> str:
+    if h is None:
+        return g.reason
+    return f"{g.reason}; heap floor: {h.reason}"
+
+
+def _growth_finding(what: str, beyond: str, g, h, where: str) -> str:
+    beyond = f" {beyond}" if beyond else ""
+    outside = "; the heap's post-GC floor stayed flat: outside the managed heap" if h is not None and not h.seen else ""
+    return (
+        f"{what} grows {g.overall.slope / MIB:.1f} MiB/h{beyond} ({g.growth / MIB:.1f} MiB, "
+        f"{g.late_growth / MIB:.1f} MiB of it in the last third){where}{outside}"
+    )
+
+
+def _too_short(g, h, span: float, levelled: bool, where: str, th: dict) -> str:
+    """Why a short window with growth seen cannot be judged."""
+    if g.seen:
+        what = f"RSS grew {g.growth / MIB:.1f} MiB"
+        if g.growing or not levelled:
+            what += f", {g.late_growth / MIB:.1f} MiB of it in the last third"
+        elif h is None:
+            what += " and levelled off, but the backend's /metrics shows no runtime heap to tell why"
+    else:
+        what = "RSS did not grow"
+    if h is not None and h.seen:
+        what += f"; the heap's post-GC floor grew {h.growth / MIB:.1f} MiB"
+    return (
+        f"too short to tell a runtime's heap growing in steps from a leak: in a {span:.0f} s window{where}, "
+        f"{what} (growth is judged in windows of {th['min_window_s']:g} s after warm-up or more)"
+    )
 
 
 def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: dict) -> dict:
@@ -171,11 +282,16 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     ev = run.events
     life = series.loc[series["pid"].eq(last_pid), "ts"]
     cycles = int(((ev["kind"] == Kind.DISCONNECT) & (ev["ts"] >= (life.iloc[0] if len(life) else start))).sum())
-    held = float(settled["rss_bytes"].median() - base["rss_bytes"])
+    held_rss = float(settled["rss_bytes"].median() - base["rss_bytes"])
+    own = series["pid"].eq(last_pid) | series["pid"].isna()
+    headroom = _heap_headroom(series[own & (series["ts"] >= start)], start, end, th)
+    held = held_rss - (headroom or 0.0)
     per_cycle = held / cycles if cycles else float("nan")
     figures = {
         "baseline_rss_mib": base["rss_bytes"] / MIB,
         "drained_rss_mib": float(settled["rss_bytes"].median()) / MIB,
+        "held_rss_mib": held_rss / MIB,
+        "heap_headroom_mib": headroom / MIB if headroom is not None else None,
         "held_mib": held / MIB,
         "cycles": cycles,
         "held_kib_per_cycle": per_cycle / 1024,
@@ -188,7 +304,8 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     }
     findings = []
     if cycles and per_cycle > th["max_held_kib_per_cycle"] * 1024 and held > th["min_growth_mib"] * MIB:
-        findings.append(f"{held / MIB:.1f} MiB still held after the drain: {per_cycle / 1024:.1f} KiB per cycle")
+        net = f" (RSS {held_rss / MIB:.1f} MiB less the heap's {headroom / MIB:.1f} MiB headroom)" if headroom else ""
+        findings.append(f"{held / MIB:.1f} MiB still held after the drain{net}: {per_cycle / 1024:.1f} KiB per cycle")
     share = figures["held_share"]
     if th["max_held_share"] > 0 and share is not None and share > th["max_held_share"]:
         findings.append(
@@ -204,11 +321,32 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     return {"findings": findings, "missing": [], "figures": figures}
 
 
+def _heap_headroom(proc: pd.DataFrame, start: float, end: float, th: dict) -> float | None:
+    """The heap's headroom at the end of a process's load: its high-water mark less its floor at the end.
+
+    A garbage-collected runtime grows its heap into room for the garbage of its
+    busiest moments and keeps those pages (V8, the JVM and Go give them back late
+    or never): RSS that no connection holds. What the heap still holds at the end
+    (its floor over the last :func:`floor_window_s` of the load and the drain) stays
+    counted. None when the backend exposes no heap.
+    """
+    heap = proc[["ts", "heap_bytes"]].dropna()
+    if heap.empty:
+        return None
+    proc_start = max(start, float(proc["ts"].iloc[0]))
+    span = max(0.0, end - warmup_end(proc_start, end, th))
+    at_end = heap.loc[heap["ts"] >= end - floor_window_s(span, th), "heap_bytes"]
+    if at_end.empty:
+        return None
+    return max(0.0, float(heap["heap_bytes"].max() - at_end.min()))
+
+
 def _pass_summary(windows: list[dict], drained: dict, th: dict) -> str:
     why = "; ".join(f"{w['growth_mib']:.1f} MiB, {w['reason']}" for w in windows)
+    net = " net of the heap's headroom" if drained.get("heap_headroom_mib") else ""
     return (
         f"no leak beyond live connections ({why}); after the drain "
-        f"{drained['held_mib']:.1f} MiB held over {drained['cycles']} cycles{_share(drained, th)}, "
+        f"{drained['held_mib']:.1f} MiB held{net} over {drained['cycles']} cycles{_share(drained, th)}, "
         "fds and threads back to baseline"
     )
 
