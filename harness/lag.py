@@ -50,7 +50,7 @@ class LoopLag:
 
     def stop(self) -> None:
         if self._greenlet is not None:
-            self._greenlet.kill(block=False)
+            self._greenlet.kill(block=True, timeout=1)
             self._greenlet = None
 
     def take(self) -> dict:

@@ -296,6 +296,7 @@ def _on_init(environment, runner, web_ui=None, **_) -> None:
 def _setup_worker(environment, opts) -> None:
     WorkerRecorder(environment)
     lag.monitor.start()
+    environment.events.quitting.add_listener(lambda **_: lag.monitor.stop())
 
     def add_process_facts(data, **_) -> None:
         data[REPORT_KEY] = own_process_facts()

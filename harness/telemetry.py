@@ -169,6 +169,7 @@ class Telemetry:
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
+        lag.monitor.stop()
 
     def _on_worker_report(self, client_id: str, data: dict, **_) -> None:
         if REPORT_KEY in data:

@@ -2,7 +2,8 @@
 
 The runs are real ``locust --headless`` processes of the root locustfile against
 the embedded reference backend on loopback (tests/locustfiles/verdict_runs.py),
-several at once. The analysis runs as users run it: ``python -m analysis RUN_DIR``.
+as many at once as the machine has cores (tests/capacity.py). The analysis runs
+as users run it: ``python -m analysis RUN_DIR``.
 Bad input is made from a copy of the clean run directory.
 """
 
@@ -24,7 +25,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_CANNOT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, int | None]]:
     root = tmp_path_factory.mktemp("verdict-runs")
-    done = run_all(list(SPECS), root, parallel=4)
+    done = run_all(list(SPECS), root)
     for name, (run_dir, _) in done.items():
         assert (run_dir / "meta.json").exists(), (
             f"run {name} left no run directory; log:\n" + (root / f"{name}.log").read_text()[-3000:]

@@ -2,7 +2,8 @@
 scenarios fail on the faults they exist to catch; bad input is refused before any load starts.
 
 Runs are real ``locust --config scenarios/<name>.conf`` processes (time-compressed with ``-t``
-and ``--drain``), several at once, each with its embedded backend on loopback.
+and ``--drain``), each with its embedded backend on loopback, as many at once as the machine has
+cores (tests/capacity.py), under the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pytest
 from scenarios.__main__ import config_text
 from scenarios.catalog import SCENARIOS
 from scenarios.table import markdown
+from tests.capacity import real_runs
 from tests.locustfiles.harness_runs import ROOT
 
-pytestmark = pytest.mark.timeout(600)
+#: The brief runs take about 500 s of run time over the real runs at once (a hang guard, not a figure).
+pytestmark = pytest.mark.timeout(300 + 1200 // real_runs())
 
 #: name -> extra arguments of its brief run (None: the scenario's own numbers). Every scenario is here.
 BRIEF = {
@@ -66,9 +69,23 @@ def locust(*args: str, log: Path) -> subprocess.Popen:
     )
 
 
-def run_brief(jobs: dict[str, list[str]], root: Path, parallel: int = 4, timeout: float = 180) -> dict:
-    """Run ``jobs`` (run id -> locust args), ``parallel`` at a time; run id -> (exit code, run dir, log)."""
-    pending, running, done = list(jobs.items()), {}, {}
+def load_seconds(args: list[str]) -> int:
+    """How long a run's load lasts: its last ``-t``, else its config file's ``run-time``."""
+    if "-t" in args:
+        value = args[len(args) - args[::-1].index("-t")]
+    else:
+        conf = (ROOT / args[args.index("--config") + 1]).read_text()
+        value = next(line.split("=", 1)[1] for line in conf.splitlines() if line.startswith("run-time"))
+    value = value.strip()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(value[-1])
+    return int(value[:-1]) * unit if unit else int(value)
+
+
+def run_brief(jobs: dict[str, list[str]], root: Path, parallel: int | None = None, timeout: float = 180) -> dict:
+    """Run ``jobs`` (run id -> locust args), longest first, ``parallel`` at a time (default:
+    ``capacity.real_runs()``); run id -> (exit code, run dir, log)."""
+    parallel = parallel or real_runs()
+    pending, running, done = sorted(jobs.items(), key=lambda job: -load_seconds(job[1])), {}, {}
     while pending or running:
         while pending and len(running) < parallel:
             run_id, args = pending.pop(0)

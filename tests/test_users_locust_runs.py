@@ -22,7 +22,7 @@ def run_locust(
     tmp_path, host: str, user_class: str, users: int, seconds: float, *options: str, rate=50, during=None
 ) -> Run:
     """``locust --headless`` with one user class, ``seconds`` from its users' first protocol event
-    (``-t`` bounds it at 30 s more); the events it recorded.
+    (``-t`` bounds it at 30 s more); the events it recorded. Its run directory goes under ``tmp_path``.
 
     ``during=(after_s, action)`` calls ``action()`` in the test process ``after_s`` after that first event.
     """
@@ -30,7 +30,8 @@ def run_locust(
     cmd = [
         LOCUST, "-f", "locustfile.py,tests/test_users_plugin.py", "--headless",
         "-u", str(users), "-r", str(rate), "-t", f"{seconds + 30}s", "--stop-timeout", "3",
-        "--host", host, "--loglevel", "WARNING", "--only-summary", *options, user_class,
+        "--host", host, "--loglevel", "WARNING", "--only-summary", "--run-dir", str(tmp_path / "runs"),
+        *options, user_class,
     ]  # fmt: skip
     env = {**os.environ, EVENTS_PATH_ENV: str(path), ACTIVE_S_ENV: str(seconds)}
     pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}

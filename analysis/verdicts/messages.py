@@ -44,6 +44,8 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
     exercised is named in the summary; when the thresholds require it
     (``require_streams``, ``require_pushes``: 1) and no failure was found, the
     verdict is inconclusive, never a pass that says nothing about that part.
+    Pushes are required only of a run with ConversationUsers (the users that
+    have the backend push while they are away).
 
     figure: failures; threshold ``max_failures`` (0); n: streams completed plus
     pushes received.
@@ -76,17 +78,22 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
         return inconclusive(DELIVERY, "no stream finished and no push arrived: nothing was checked", **figures)
     d = figures["details"]
     kinds = checked["kind"]
+    pushing = ran(run, CONVERSATION)
     unexercised = {
         "streams": "no streamed reply finished: replies cut off mid-stream were never checked"
         if not (kinds == Kind.STREAM_DONE).any()
         else "",
-        "pushes": "no push was sent to a detached session: the offline queue was never exercised "
-        "(the users push only with an admin token: --admin-token)"
+        "pushes": (
+            "no push was sent to a detached session: the offline queue was never exercised "
+            "(the users push only with an admin token: --admin-token)"
+            if pushing
+            else f"pushes (no {CONVERSATION}: the offline queue is not part of this run)"
+        )
         if not (kinds == Kind.NOTIFY).any()
         else "",
     }
     d["not_exercised"] = [part for part, why in unexercised.items() if why]
-    required = [p for p in d["not_exercised"] if th["delivery"][f"require_{p}"]]
+    required = [p for p in d["not_exercised"] if th["delivery"][f"require_{p}"] and (p != "pushes" or pushing)]
     gaps = "; ".join(unexercised[p] for p in d["not_exercised"])
     checked_text = (
         f"{d['streams_complete']} streams complete with matching sha256, "

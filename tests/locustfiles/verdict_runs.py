@@ -1,8 +1,8 @@
 """Short real runs against the reference backend, clean or with one planted fault, for the verdict tests.
 
 Each run is a real ``locust --headless`` process with the root locustfile and
-its embedded backend on loopback. They spend most of their time waiting on
-timers, so several run at once (bounded) to keep the suite short.
+its embedded backend on loopback. Several run at once, as many as the machine has
+cores (``tests/capacity.py``): more would starve the runs whose timings are judged.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..capacity import real_runs
 from .harness_runs import ROOT, start_locust
 
 #: Backend timings shortened so every behaviour happens within seconds.
@@ -100,9 +101,11 @@ TARGET = {
 MAY_ALSO_FAIL = {"forget-on-restart": ("delivery", "context", "reconnect-latency")}
 
 
-def run_all(names, root: Path, parallel: int = 4, timeout: float = 120) -> dict[str, tuple[Path, int | None]]:
-    """Run the named specs, at most ``parallel`` at a time; return name -> (run directory, locust's exit code)."""
-    pending = list(names)
+def run_all(names, root: Path, parallel: int | None = None, timeout: float = 120) -> dict[str, tuple[Path, int | None]]:
+    """Run the named specs, longest first, at most ``parallel`` at a time (default: ``capacity.real_runs()``);
+    return name -> (run directory, locust's exit code)."""
+    parallel = parallel or real_runs()
+    pending = sorted(names, key=lambda name: -SPECS[name].seconds)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     done: dict[str, tuple[Path, int | None]] = {}
     while pending or running:
