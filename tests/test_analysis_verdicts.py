@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.locustfiles.verdict_runs import MAY_ALSO_FAIL, SPECS, TARGET, analyse, run_all
+from tests.locustfiles.verdict_runs import MAY_ALSO_FAIL, SPECS, TARGET, analyse, assert_generator_fit, run_all
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -57,6 +57,7 @@ def copy_of(runs, name: str, tmp_path: Path) -> Path:
 
 def test_clean_run_passes_every_verdict(runs):
     code, verdicts, out = judged(runs["clean"][0])
+    assert_generator_fit(runs["clean"][0])
     statuses = {name: v["status"] for name, v in verdicts.items()}
     assert statuses == dict.fromkeys(statuses, "pass"), out
     assert code == EXIT_PASS

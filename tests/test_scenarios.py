@@ -23,6 +23,7 @@ from scenarios.catalog import SCENARIOS
 from scenarios.table import markdown
 from tests.capacity import real_runs
 from tests.locustfiles.harness_runs import ROOT
+from tests.locustfiles.verdict_runs import assert_generator_fit
 
 #: The brief runs take about 500 s of run time over the real runs at once (a hang guard, not a figure).
 pytestmark = pytest.mark.timeout(300 + 1200 // real_runs())
@@ -131,6 +132,8 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
     mix = SCENARIOS[name].mix
     assert {c for c, n in meta["user_classes"].items() if n} == set(mix), meta["user_classes"]
     gate = SCENARIOS[name].gate or tuple(statuses)
+    if "harness-health" in gate:
+        assert_generator_fit(run_dir)
     for verdict in gate:
         assert statuses[verdict] == "pass" or verdict in TOO_BRIEF_FOR, (verdict, log[-3000:])
     assert code in (0, 3), log[-3000:]
@@ -140,6 +143,7 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
 @pytest.mark.parametrize("name", ["flapping", "flapping-resources", "restart", "restart-kill", "heartbeat"])
 def test_scenarios_pass_their_gate_even_when_brief(brief_runs, name):
     code, run_dir, log = brief_runs[name]
+    assert_generator_fit(run_dir)
     assert code == 0, log[-3000:]
 
 

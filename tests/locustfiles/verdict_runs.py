@@ -7,6 +7,7 @@ cores (``tests/capacity.py``): more would starve the runs whose timings are judg
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -125,6 +126,16 @@ def run_all(names, root: Path, parallel: int | None = None, timeout: float = 120
             done[name] = (root / name, code)
         time.sleep(0.2)
     return done
+
+
+def assert_generator_fit(run_dir: Path) -> None:
+    """A test that needs a calm machine says so when it did not have one: harness-health, which judges the
+    generator's own lateness and load, must have passed before any other verdict is held against the backend."""
+    health = next(
+        v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "harness-health"
+    )
+    why = health["summary"]
+    assert health["status"] == "pass", f"the load generator was not fit to measure (a busy machine?): {why}"
 
 
 def analyse(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
