@@ -13,6 +13,7 @@ Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` (De
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -114,6 +115,14 @@ def final_verdicts(page) -> dict[str, str]:
     }
 
 
+def verdict_summaries(root: Path) -> str:
+    """Each verdict's status and summary from the run's verdicts.json: what a failed assertion shows."""
+    runs = sorted(root.glob("*/verdicts.json"))
+    if not runs:
+        return f"no verdicts.json under {root}"
+    return "\n".join(f"{v['name']}: {v['status']}: {v['summary']}" for v in json.loads(runs[-1].read_text())["verdicts"])
+
+
 def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
     started = time.monotonic()
     log = tmp_path / "locust.log"
@@ -161,9 +170,9 @@ def test_resilience_tab_live_figures_final_verdicts_and_report(tmp_path):
         # Stop in the UI: the analysis runs on the run directory; the tab shows its verdicts and a link.
         page.get_by_role("button", name="Stop").click()
         verdicts = final_verdicts(page)
-        assert "duplicate-agent" in verdicts and len(verdicts) == 9, verdicts
-        assert verdicts["duplicate-agent"] == "pass", verdicts
-        assert "fail" not in verdicts.values(), verdicts
+        assert "duplicate-agent" in verdicts and len(verdicts) == 9, verdict_summaries(root)
+        assert verdicts["duplicate-agent"] == "pass", verdict_summaries(root)
+        assert "fail" not in verdicts.values(), verdict_summaries(root)
         page.screenshot(path=str(ARTIFACTS / "webui-resilience-final.png"), full_page=True)
 
         # The panel lives beside Locust's React tree: it leaves with the tab and comes back with it.
@@ -215,10 +224,10 @@ def test_a_scenario_picked_in_the_form_runs_with_its_users_and_backend_settings(
 
         verdicts = final_verdicts(page)  # nobody pressed Stop: the scenario's shape ended the test
         page.screenshot(path=str(ARTIFACTS / "webui-scenario-heartbeat.png"), full_page=True)
-        assert verdicts["zombie"] == "pass" and verdicts["duplicate-agent"] == "pass", verdicts
-        assert verdicts["delivery"] == "skipped", verdicts  # no ConversationUser in the heartbeat mix
-        assert verdicts["refresh"] == "pass", verdicts  # HeartbeatUsers refresh their 6 s tokens over the socket
-        assert "fail" not in verdicts.values(), verdicts
+        assert verdicts["zombie"] == "pass" and verdicts["duplicate-agent"] == "pass", verdict_summaries(root)
+        assert verdicts["delivery"] == "skipped", verdict_summaries(root)  # no ConversationUser in the heartbeat mix
+        assert verdicts["refresh"] == "pass", verdict_summaries(root)  # HeartbeatUsers refresh their 6 s tokens over the socket
+        assert "fail" not in verdicts.values(), verdict_summaries(root)
         assert stop(proc) == 0, log.read_text()[-3000:]
     m = meta(only_run(root))
     assert m["scenario"] == "heartbeat", m["scenario"]
