@@ -6,7 +6,7 @@ these names; a literal ``4409`` or ``"welcome"`` anywhere else is a bug.
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum, StrEnum
+from enum import IntEnum, StrEnum
 
 VERSION = 1
 WS_PATH = "/ws"
@@ -61,38 +61,6 @@ class Close(IntEnum):
     TAKEN_OVER = 4409  #: a newer connection took the session over
 
 
-class CloseAction(Enum):
-    """What a client does after a close, by close code (PROTOCOL.md, Close codes)."""
-
-    RECONNECT = "reconnect"  #: back off with full jitter and resume
-    REFRESH_AND_RECONNECT = "refresh_and_reconnect"  #: get a new token, then resume
-    WAIT_AND_RECONNECT = "wait_and_reconnect"  #: wait retry_after_ms at least, then resume
-    STOP = "stop"  #: do not reconnect
-
-
-_CLOSE_ACTIONS = {
-    Close.BYE: CloseAction.STOP,
-    Close.MESSAGE_TOO_BIG: CloseAction.STOP,
-    Close.PROTOCOL_ERROR: CloseAction.STOP,
-    Close.UNAUTHORIZED: CloseAction.STOP,
-    Close.FORBIDDEN: CloseAction.STOP,
-    Close.TAKEN_OVER: CloseAction.STOP,
-    Close.TOKEN_EXPIRED: CloseAction.REFRESH_AND_RECONNECT,
-    Close.RATE_LIMITED: CloseAction.WAIT_AND_RECONNECT,
-}
-
-
-def close_action(code: int | None) -> CloseAction:
-    """The client policy for a close code.
-
-    Codes the protocol does not name (and a connection lost without a close
-    frame, ``None`` or 1006) are treated as transient: reconnect with backoff.
-    """
-    if code is None:
-        return CloseAction.RECONNECT
-    return _CLOSE_ACTIONS.get(code, CloseAction.RECONNECT)
-
-
 class ErrorCode(StrEnum):
     """The ``code`` field of an ``error`` frame."""
 
@@ -118,7 +86,7 @@ class NewSessionReason(StrEnum):
     GAP = "gap"  #: the frames the client needs are no longer held
 
 
-# Defaults of the reference backend (server_stub) and of the client policy.
+# Defaults of the reference backend (server_stub).
 DEFAULT_HB_INTERVAL_MS = 15_000
 IDLE_TIMEOUT_FACTOR = 1.5  #: idle_timeout_ms = 1.5 x hb_interval_ms (MQTT keepalive rule)
 DEFAULT_RESUME_WINDOW_S = 120.0
@@ -126,6 +94,3 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 DEFAULT_TOKEN_TTL_S = 300.0
 DEFAULT_REFRESH_GRACE_MS = 5_000
 DEFAULT_OUTBOX_LIMIT = 1_000
-BACKOFF_BASE_MS = 500
-BACKOFF_CAP_MS = 20_000
-ACK_INTERVAL_S = 1.0  #: a client needs to ack at most once a second

@@ -308,7 +308,7 @@ def latency_over_time(
     tl: Timeline | None = None,
     why_empty: str = "no reconnects in this run",
 ) -> Chart:
-    """Reconnect p50/p95/p99 per interval (log), above the simulated users alive per class."""
+    """Reconnect p50/p95/p99 per interval (log), above the simulated users alive per role."""
     key, title = "latency-over-time", "Reconnect latency percentiles over time, with the user count"
     if pct.empty or pct["n"].sum() == 0:
         return no_data(key, title, why_empty)
@@ -346,7 +346,7 @@ def latency_over_time(
     step = _step(pct.index)
     caption = (
         f"Exact percentiles of the reconnects that finished in each {_duration(step)} interval; users alive "
-        "per class (first to last event of each simulated user) below."
+        "per role (first to last event of each simulated user) below."
     )
     return _chart(fig, key, title, caption)
 
@@ -385,8 +385,8 @@ def errors_and_closes(
     tl: Timeline | None = None,
     why_empty: str = "no failed event and no close in this run",
 ) -> Chart:
-    """Failed events per kind and closes per close code, counted per interval."""
-    key, title = "errors", "Errors and close codes over time"
+    """Failed events per kind and closes per classified reason, counted per interval."""
+    key, title = "errors", "Errors and close reasons over time"
     if errors.empty and closes.empty:
         return no_data(key, title, why_empty)
     index = errors.index.union(closes.index)
@@ -415,8 +415,8 @@ def errors_and_closes(
 
 @_styled
 def throughput(tp: pd.DataFrame, tl: Timeline | None = None, why_empty: str = "no events") -> Chart:
-    """Events per second per user class, one panel per class, one line per event kind."""
-    key, title = "throughput", "Throughput per user class"
+    """Events per second per role, one panel per role, one line per event kind."""
+    key, title = "throughput", "Throughput per role"
     if tp.empty:
         return no_data(key, title, why_empty)
     classes = list(dict.fromkeys(tp.columns.get_level_values(0)))

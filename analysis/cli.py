@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated verdicts the exit code is decided on (default: all); the others are still reported",
     )
     ap.add_argument("--json", action="store_true", help="print verdicts.json instead of the table")
+    ap.add_argument(
+        "--so-far",
+        metavar="FILE",
+        help="the run is still going (the web UI's live verdicts): judge what is recorded so far, write the "
+        "verdicts document to FILE, not verdicts.json; no report",
+    )
     return ap
 
 
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         th = thresholds.load(args.thresholds)
         gate = parse_gate(args.gate)
-        run = load(args.run_dir)
+        run = load(args.run_dir, in_progress=bool(args.so_far))
         baseline = load(args.baseline) if args.baseline else None
     except (thresholds.ThresholdError, NotARunDirectory, ValueError) as e:
         print(f"analysis: {e}", file=sys.stderr)
@@ -65,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     base_verdicts = judge_all(baseline, th) if baseline is not None else None
     code = exit_code(verdicts, gate)
     document = verdicts_document(run, verdicts, th, code, baseline) | {"gate": list(gate)}
+    if args.so_far:
+        try:
+            write_atomically(Path(args.so_far), json.dumps(document | {"so_far": True}, allow_nan=False) + "\n")
+        except OSError as e:
+            print(f"analysis: cannot write {args.so_far}: {e}", file=sys.stderr)
+            return ExitCode.CANNOT_ANALYSE
+        return code
     try:
         write_atomically(run.path / VERDICTS_FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
         if not args.no_report:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from agentws.events import Kind
-from agentws.protocol import Close
+from contract.events import Kind
 
 from .rundir import Run
 from .verdicts import Verdict, latency, lateness, leak
@@ -292,13 +291,13 @@ def latency_percentiles_over_time(reconnects: pd.DataFrame, t0: float, step: flo
 
 
 def users_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
-    """Simulated users alive per interval and class: from each user's first event to its last."""
-    ev = events[["ts", "user", "cls"]]
-    life = ev.groupby("user", observed=True).agg(first=("ts", "min"), last=("ts", "max"), cls=("cls", "first"))
+    """Simulated users alive per interval and role: from each user's first event to its last."""
+    ev = events[["ts", "user", "role"]]
+    life = ev.groupby("user", observed=True).agg(first=("ts", "min"), last=("ts", "max"), role=("role", "first"))
     if life.empty:
         return pd.DataFrame(index=pd.Index([], name="t", dtype=float))
-    born = life.assign(t=interval(life["first"], t0, step)).groupby(["t", "cls"], observed=True).size()
-    gone = life.assign(t=interval(life["last"], t0, step) + step).groupby(["t", "cls"], observed=True).size()
+    born = life.assign(t=interval(life["first"], t0, step)).groupby(["t", "role"], observed=True).size()
+    gone = life.assign(t=interval(life["last"], t0, step) + step).groupby(["t", "role"], observed=True).size()
     change = born.unstack(fill_value=0).sub(gone.unstack(fill_value=0), fill_value=0)
     return every_interval(change.sort_index(), step).cumsum().iloc[:-1].astype(int)
 
@@ -324,24 +323,17 @@ def errors_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFra
     return _counts(events, events["ok"] == 0, "kind", t0, step)
 
 
-def close_codes_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
-    """Closes the clients saw per interval, one column per close code (``"4001 HEARTBEAT_TIMEOUT"``)."""
-    codes = events["code"].astype("category").cat.rename_categories(close_code_label)
-    return _counts(events.assign(code=codes), events["kind"] == Kind.CLOSE, "code", t0, step)
+def close_reasons_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
+    """Closes the clients saw per interval, one column per reason the protocol adapter classified
+    (``idle_reaped``, ``restarting``, ...)."""
+    reasons = events["reason"].astype(str).replace("", "(none)")
+    return _counts(events.assign(reason=reasons), events["kind"] == Kind.CLOSE, "reason", t0, step)
 
 
-def close_code_label(code: str) -> str:
-    """``"4001"`` -> ``"4001 HEARTBEAT_TIMEOUT"``; codes agentws/1 does not name stay as they are."""
-    try:
-        return f"{code} {Close(int(code)).name}"
-    except ValueError:
-        return code or "(none)"
-
-
-def throughput_per_class(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
-    """Events per second per interval, one column per (user class, kind)."""
+def throughput_per_role(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
+    """Events per second per interval, one column per (role, kind)."""
     ev = events.assign(t=interval(events["ts"], t0, step))
-    counts = ev.groupby(["t", "cls", "kind"], observed=True).size().unstack(["cls", "kind"], fill_value=0)
+    counts = ev.groupby(["t", "role", "kind"], observed=True).size().unstack(["role", "kind"], fill_value=0)
     return every_interval(counts.sort_index(axis=1), step) / step
 
 
@@ -392,7 +384,7 @@ def key_figures(run: Run, verdicts: list[Verdict], reconnects: pd.DataFrame | No
 
     Reconnect p50/p95/p99 (exact, as the latency verdict computes them), what a
     connection costs, the leak slope, peak RSS and connections, and throughput
-    (events per second of load, overall and per user class).
+    (events per second of load, overall and per role).
     """
     by_name = {v.name: v for v in verdicts}
     rec = reconnect_latencies(run) if reconnects is None else reconnects
@@ -404,7 +396,7 @@ def key_figures(run: Run, verdicts: list[Verdict], reconnects: pd.DataFrame | No
     start, end = run.load_window
     seconds = end - start if math.isfinite(end - start) and end > start else float("nan")
     in_load = run.events[run.events["ts"].between(start, end)] if math.isfinite(seconds) else run.events.iloc[:0]
-    per_class = in_load.groupby("cls", observed=True).size() / seconds
+    per_role = in_load.groupby("role", observed=True).size() / seconds
     figures = {
         "reconnect p50 (ms)": pct["p50"],
         "reconnect p95 (ms)": pct["p95"],
@@ -416,7 +408,7 @@ def key_figures(run: Run, verdicts: list[Verdict], reconnects: pd.DataFrame | No
         "peak RSS (MiB)": backend["rss_bytes"].max() / MIB if len(backend) else None,
         "peak connections": run.server_stats["connections"].max() if "connections" in run.server_stats else None,
         "throughput (events/s)": len(in_load) / seconds if math.isfinite(seconds) else None,
-        **{f"throughput {cls} (events/s)": rate for cls, rate in per_class.items()},
+        **{f"throughput {role} (events/s)": rate for role, rate in per_role.items()},
     }
     return pd.Series(figures, dtype=float, name=run.run_id)
 

@@ -268,11 +268,11 @@ def _charts(run: Run, verdicts: list[Verdict], rec: pd.DataFrame, tl: Timeline, 
         ),
         charts.errors_and_closes(
             figures.errors_over_time(ev, tl.t0, step),
-            figures.close_codes_over_time(ev, tl.t0, step),
+            figures.close_reasons_over_time(ev, tl.t0, step),
             tl,
             why_empty=no_events or "no failed event and no close in this run",
         ),
-        charts.throughput(figures.throughput_per_class(ev, tl.t0, step), tl, why_empty=no_events or "no events"),
+        charts.throughput(figures.throughput_per_role(ev, tl.t0, step), tl, why_empty=no_events or "no events"),
     ]
     toc = "".join(f"<li><a href='#chart-{_e(c.key)}'>{_e(c.title)}</a></li>" for c in made)
     return f"<section id='charts'><h2>Charts</h2><ul>{toc}</ul>{''.join(c.to_html() for c in made)}</section>"

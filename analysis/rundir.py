@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_COLUMNS_ADDED, user_class
+from contract.events import EVENT_COLUMNS, EVENT_COLUMNS_V1, FORMAT, SAMPLE_COLUMNS, SAMPLE_COLUMNS_ADDED
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {
     "ts": "float64",
     "worker": "category",
     "user": "category",
+    "role": "category",
     "session": "category",
     "kind": "category",
     "ok": "float64",  # float first: a truncated last row leaves a blank
@@ -31,8 +32,14 @@ _EVENT_DTYPES = {
     "agent": "category",
     "seq": "float64",
     "code": "category",
+    "reason": "category",
     "detail": "category",
+    "idle_timeout_ms": "float64",
+    "retry_after_ms": "float64",
+    "note": "category",
 }
+#: Text columns of events.csv: categories without NaN ("" where blank).
+_EVENT_TEXT = ("worker", "user", "role", "session", "kind", "agent", "code", "reason", "detail", "note")
 _SAMPLE_DTYPES = {"source": "category"} | {c: "float64" for c in SAMPLE_COLUMNS if c != "source"}
 
 #: The samples.csv source of the machine's own rows.
@@ -80,12 +87,6 @@ class Run:
         return next((p for p in self.problems if p.file == file), None)
 
     @property
-    def backend_args(self) -> dict[str, str]:
-        """The embedded backend's command-line options (``--resume-window`` -> ``"10.0"``); {} if remote."""
-        args = (self.meta.get("backend") or {}).get("args") or []
-        return {a: b for a, b in zip(args, [*args[1:], ""], strict=True) if a.startswith("--")}
-
-    @property
     def faults(self) -> list[str]:
         return list((self.meta.get("backend") or {}).get("faults") or [])
 
@@ -96,7 +97,7 @@ class Run:
         stops = self.meta.get("test_stops_utc") or []
         ts = self.events["ts"]
         start = min(starts) if starts else (float(ts.min()) if len(ts) else float("nan"))
-        if stops:
+        if stops and (not starts or max(stops) >= max(starts)):
             end = max(stops)
         elif drain := self.meta.get("drain"):
             end = float(drain.get("from_utc", "nan"))
@@ -124,13 +125,16 @@ class Run:
         return s[s["source"] == MACHINE].reset_index(drop=True)
 
 
-def load(path: str | Path) -> Run:
-    """Read a run directory. Raises :class:`NotARunDirectory` only if ``path`` is no directory at all."""
+def load(path: str | Path, in_progress: bool = False) -> Run:
+    """Read a run directory. Raises :class:`NotARunDirectory` if ``path`` is no directory at all (or one of
+    another format). ``in_progress``: the run is still going (the web UI's live verdicts): a directory not
+    closed yet is expected, not a problem."""
     path = Path(path)
     if not path.is_dir():
         raise NotARunDirectory(f"{path}: not a directory" if path.exists() else f"{path}: no such directory")
     problems: list[Problem] = []
-    meta = _read_meta(path / "meta.json", problems)
+    meta = _read_meta(path / "meta.json", problems, in_progress)
+    _check_format(path, meta)
     events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
     events = _clean_events(events)
     samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems, added=SAMPLE_COLUMNS_ADDED)
@@ -139,10 +143,35 @@ def load(path: str | Path) -> Run:
 
 
 class NotARunDirectory(Exception):
-    """The path given is not a directory: nothing to analyse."""
+    """The path given is not a directory (or a run directory of a format this analysis does not read)."""
 
 
-def _read_meta(file: Path, problems: list[Problem]) -> dict:
+def _check_format(path: Path, meta: dict) -> None:
+    """Refuse a run directory of another format, naming its version (meta.json's ``format``; 1 when absent:
+    events.csv without the role and reason columns, written before protocols had adapters)."""
+    version = meta.get("format")
+    if version is None:
+        header = _header(path / "events.csv")
+        if header is None or "role" in header or not set(EVENT_COLUMNS_V1) <= set(header):
+            return  # no format to tell by (missing, corrupt) or the new columns: read it, report what is wrong
+        version = 1
+    if version != FORMAT:
+        raise NotARunDirectory(
+            f"{path}: run directory format {version}; this analysis reads format {FORMAT} only "
+            f"(format 1: events.csv judged by agentws/1 close codes and Locust class names; analyse it "
+            "with the harness version that wrote it)"
+        )
+
+
+def _header(file: Path) -> list[str] | None:
+    try:
+        with file.open(encoding="utf-8", errors="replace") as f:
+            return f.readline().strip().split(",")
+    except OSError:
+        return None
+
+
+def _read_meta(file: Path, problems: list[Problem], in_progress: bool = False) -> dict:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -162,7 +191,7 @@ def _read_meta(file: Path, problems: list[Problem]) -> dict:
     if not isinstance(meta, dict):
         problems.append(Problem(file.name, "not a JSON object"))
         return {}
-    if meta.get("complete") is not True:
+    if meta.get("complete") is not True and not in_progress:
         problems.append(
             Problem(file.name, "the run never closed its directory (complete is not true): files may be cut short")
         )
@@ -236,10 +265,10 @@ def _read_leniently(file: Path, header, dtypes: dict) -> pd.DataFrame:
 
 
 def _clean_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Types the verdicts rely on: ok as 0/1 ints, text columns without NaN, a ``cls`` column (user class)."""
+    """Types the verdicts rely on: ok as 0/1 ints, text columns without NaN."""
     events = events.sort_values("ts", kind="stable").reset_index(drop=True)
     events["ok"] = events["ok"].fillna(0).astype("int8")
-    for c in ("worker", "user", "session", "kind", "agent", "code", "detail"):
+    for c in _EVENT_TEXT:
         col = events[c]
         if not isinstance(col.dtype, pd.CategoricalDtype):
             col = col.astype("category")
@@ -248,10 +277,6 @@ def _clean_events(events: pd.DataFrame) -> pd.DataFrame:
         if "" not in col.cat.categories:
             col = col.cat.add_categories([""])
         events[c] = col.fillna("")
-    # User ids are "<Class>-<pid>-<n>": map each distinct user to its class once, not each row.
-    class_of_user = [user_class(str(u)) for u in events["user"].cat.categories]
-    classes, class_codes = np.unique(np.asarray(class_of_user, dtype=str), return_inverse=True)
-    events["cls"] = pd.Categorical.from_codes(class_codes[events["user"].cat.codes.to_numpy()], categories=classes)
     return events
 
 

@@ -29,7 +29,7 @@ import locust  # noqa: F401  (gevent monkey-patching, as in a worker)
 import psutil
 from locust.env import Environment
 
-from agentws.events import Kind
+from contract.events import Kind
 from server_stub.process import StubProcess
 from users.heartbeat import HeartbeatUser
 from users.recording import protocol_events

@@ -14,7 +14,10 @@ every verdict expected to pass; ``--leak-mib-per-hour`` adds a linear growth of 
 backend's RSS for the leak verdict to catch. Files: ``meta.json``, ``events.csv``,
 ``samples.csv``, ``server_stats.csv``, ``locust_stats.csv``, ``locust_stats_history.csv``
 (full history), ``locust_failures.csv``, ``locust_exceptions.csv`` (empty: no failures),
-an empty ``backend.log`` and a placeholder ``locust_report.html``.
+an empty ``backend.log`` and a placeholder ``locust_report.html``. The format is the run
+directory's format 2 (contract/events.py): every event carries its user's ``role``, closes and
+disconnects a ``reason`` (agentws/1 close codes stay in ``code``, for people only), a reap its
+announced ``idle_timeout_ms``; meta.json names ``format`` and the ``roles``.
 
 The model, so that the figures mean something:
 
@@ -51,13 +54,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agentws.events import EVENT_COLUMNS, SAMPLE_COLUMNS, Kind  # noqa: E402
-from agentws.protocol import (  # noqa: E402
-    BACKOFF_BASE_MS,
-    DEFAULT_HB_INTERVAL_MS,
-    DEFAULT_RESUME_WINDOW_S,
-    Close,
+from agentws.protocol import DEFAULT_HB_INTERVAL_MS, DEFAULT_RESUME_WINDOW_S, IDLE_TIMEOUT_FACTOR, Close  # noqa: E402
+from contract.events import (  # noqa: E402
+    EVENT_COLUMNS,
+    FORMAT,
+    SAMPLE_COLUMNS,
+    CloseReason,
+    Detail,
+    Kind,
+    Role,
 )
+from users.options import BACKOFF_BASE_MS, BACKOFF_CAP_MS  # noqa: E402
 
 #: The columns of server_stats.csv in the order the real backend's /stats answers them.
 STATS_COLUMNS = (
@@ -75,7 +82,7 @@ PERCENTILES = (50, 66, 75, 80, 90, 95, 98, 99, 99.9, 99.99, 100)
 
 MiB, KiB = 1 << 20, 1 << 10
 HB_INTERVAL_MS = DEFAULT_HB_INTERVAL_MS
-IDLE_TIMEOUT_MS = HB_INTERVAL_MS * 3 // 2  #: the backend's default, 1.5 x the heartbeat interval
+IDLE_TIMEOUT_MS = int(HB_INTERVAL_MS * IDLE_TIMEOUT_FACTOR)  #: the backend's default, 22.5 s
 RESUME_WINDOW_S = DEFAULT_RESUME_WINDOW_S
 SPAWN_RATE = 20.0
 DRAIN_S = 10.0
@@ -92,15 +99,21 @@ USER_WEIGHTS = {"HeartbeatUser": 0.5, "ConversationUser": 0.2, "FlappingUser": 0
 #: Share of the events after the initial connects; HeartbeatUser's hb_rtt events are the rest.
 EVENT_SHARES = {"ZombieUser": 0.04, "FlappingUser": 0.18, "ConversationUser": 0.14, "TokenRefreshUser": 0.04}
 CLASSES = ("ConversationUser", "FlappingUser", "HeartbeatUser", "TokenRefreshUser", "ZombieUser")
+#: The ``role`` of each user class (the classes' ``role`` attribute in users/), in CLASSES order.
+ROLES = (Role.CONVERSATION, Role.FLAPPING, Role.HEARTBEAT, Role.REFRESH, Role.ZOMBIE)
 
 KINDS = [str(k) for k in Kind]
+#: agentws/1 close codes, for the ``code`` column only (for people: the analysis reads ``reason``).
 CODES = ["", str(int(Close.BYE)), str(int(Close.ABNORMAL)), str(int(Close.HEARTBEAT_TIMEOUT))]
-REAPED = f"idle_timeout_ms={IDLE_TIMEOUT_MS}"  #: the detail of a 4001 close (users/client.py on_lost)
+REASONS = ["", CloseReason.IDLE_REAPED, CloseReason.CLIENT]
 DETAILS = [
-    "", "new", "resumed", "new:expired", "flap_close", *(f"planned_gap_{g}" for g in GAP_NAMES),
-    "server_close", REAPED, "complete", "received", "context kept", "expired cleanly", "refreshed",
+    "", Detail.NEW, Detail.RESUMED, Detail.NEW_EXPIRED, Detail.FLAP_CLOSE, *map(Detail.planned_gap, GAP_NAMES),
+    Detail.SERVER_CLOSE, Detail.REAPED, Detail.COMPLETE, Detail.RECEIVED, Detail.CONTEXT_KEPT,
+    Detail.EXPIRED_CLEANLY, Detail.REFRESHED,
 ]  # fmt: skip
-KIND, CODE, DETAIL = ({s: i for i, s in enumerate(t)} for t in (KINDS, CODES, DETAILS))
+#: The ``idle_timeout_ms`` column: blank, or the announced idle timeout on a reap (a float, as the client writes it).
+IDLE_TIMEOUTS = ["", repr(float(IDLE_TIMEOUT_MS))]
+KIND, CODE, REASON, DETAIL = ({s: i for i, s in enumerate(t)} for t in (KINDS, CODES, REASONS, DETAILS))
 
 
 # -- events: columns built block by block ------------------------------------------------------
@@ -108,13 +121,16 @@ class Events:
     """The columns of events.csv as numpy arrays, one block per step of a cycle (vectorised over cycles).
 
     ``session`` is an index into the run's sessions (-1: none yet); a session's agent has the
-    same index. Kind, code and detail are indexes into KINDS, CODES, DETAILS.
+    same index. Kind, code, reason and detail are indexes into KINDS, CODES, REASONS, DETAILS;
+    ``idle`` (0/1) into IDLE_TIMEOUTS. The role follows from the user (written by write_events).
     """
 
     def __init__(self) -> None:
         self.blocks: list[dict[str, np.ndarray]] = []
 
-    def add(self, ts, user, session, kind: str, *, latency=np.nan, seq=-1, code="", detail="", ok=1) -> None:
+    def add(
+        self, ts, user, session, kind: str, *, latency=np.nan, seq=-1, code="", reason="", detail="", idle=0, ok=1
+    ) -> None:
         ts = np.asarray(ts, dtype=np.float64)
         n = len(ts)
 
@@ -134,7 +150,9 @@ class Events:
                 "latency": full(latency, np.float64),
                 "seq": full(seq, np.int64),
                 "code": coded(code, CODE),
+                "reason": coded(reason, REASON),
                 "detail": coded(detail, DETAIL),
+                "idle": full(idle, np.int8),
             }
         )
 
@@ -226,7 +244,7 @@ def initial_connects(run: Run, ev: Events, tl: Timeline) -> None:
     sessions = run.new_sessions(len(users))
     ev.add(run.spawned, users, -1, Kind.CONNECT, latency=latency)
     welcome = run.spawned + run.rng.uniform(0.0003, 0.0015, len(users))
-    ev.add(welcome, users, sessions, Kind.WELCOME, detail="new")
+    ev.add(welcome, users, sessions, Kind.WELCOME, detail=Detail.NEW)
     tl.created.append(welcome)
 
 
@@ -251,16 +269,17 @@ def resume_steps(run: Run, ev: Events, user, session, since, latency, *, waited_
     attempt = since + waited_s
     connect_ms = latency * run.rng.uniform(0.5, 0.8, len(attempt))
     ev.add(attempt + connect_ms / 1000, user, session, Kind.CONNECT, latency=connect_ms)
-    ev.add(attempt + latency * 0.97 / 1000, user, session, Kind.WELCOME, detail="resumed")
+    ev.add(attempt + latency * 0.97 / 1000, user, session, Kind.WELCOME, detail=Detail.RESUMED)
     done = attempt + latency / 1000
-    ev.add(done, user, session, Kind.RECONNECT, latency=latency + np.multiply(waited_s, 1000), detail="resumed")
+    ev.add(done, user, session, Kind.RECONNECT, latency=latency + np.multiply(waited_s, 1000), detail=Detail.RESUMED)
     if replay_seq is not None:
         ev.add(done + 2e-5, user, session, Kind.REPLAY, seq=replay_seq)
     return attempt + connect_ms * 0.9 / 1000, done
 
 
 def flapping(run: Run, ev: Events, tl: Timeline, n_flaps: int) -> None:
-    """FlappingUser: bursts of 10 flaps, each disconnect 1000 ``flap_close``, 50 ms away, resume, hold 100 ms."""
+    """FlappingUser: bursts of 10 flaps, each a clean client close (1000, ``client``, ``flap_close``), 50 ms away,
+    resume, hold 100 ms."""
     latency = reconnect_ms(run.rng, (n_flaps // FLAPS_PER_BURST, FLAPS_PER_BURST))
     if not len(latency):
         return
@@ -269,7 +288,8 @@ def flapping(run: Run, ev: Events, tl: Timeline, n_flaps: int) -> None:
     latency, period = latency[: len(start)], period[: len(start)]
     disconnect = (start[:, None] + np.cumsum(period, axis=1) - period).ravel()
     user = np.repeat(user, FLAPS_PER_BURST)
-    ev.add(disconnect, user, user, Kind.DISCONNECT, code=str(int(Close.BYE)), detail="flap_close")
+    bye = str(int(Close.BYE))
+    ev.add(disconnect, user, user, Kind.DISCONNECT, code=bye, reason=CloseReason.CLIENT, detail=Detail.FLAP_CLOSE)
     opened, _ = resume_steps(run, ev, user, user, disconnect + FLAP_AWAY_S, latency.ravel())
     tl.gaps.append((disconnect, opened))
     tl.detached.append((disconnect, opened))
@@ -292,7 +312,7 @@ def conversations(run: Run, ev: Events, tl: Timeline, n_cycles: int) -> None:
 
     turns = start[:, None] + TURN_S * np.arange(1, 4) + rng.uniform(0.0, 0.02, (n, 3))
     for k in range(2):
-        ev.add(turns[:, k], user, pre, Kind.STREAM_DONE, seq=base + FRAMES_PER_TURN * (k + 1), detail="complete")
+        ev.add(turns[:, k], user, pre, Kind.STREAM_DONE, seq=base + FRAMES_PER_TURN * (k + 1), detail=Detail.COMPLETE)
     whole = ~mid
     ev.add(
         turns[whole, 2],
@@ -300,12 +320,13 @@ def conversations(run: Run, ev: Events, tl: Timeline, n_cycles: int) -> None:
         pre[whole],
         Kind.STREAM_DONE,
         seq=base[whole] + 3 * FRAMES_PER_TURN,
-        detail="complete",
+        detail=Detail.COMPLETE,
     )
     chunks = rng.integers(1, 20, n)
     disconnect = np.where(mid, turns[:, 1] + 0.05 * (chunks + 1), turns[:, 2] + 0.001)
-    gap_detail = np.array([DETAIL[f"planned_gap_{g}"] for g in GAP_NAMES])[gap]
-    ev.add(disconnect, user, pre, Kind.DISCONNECT, code=str(int(Close.ABNORMAL)), detail=gap_detail)
+    gap_detail = np.array([DETAIL[Detail.planned_gap(g)] for g in GAP_NAMES])[gap]
+    abort = str(int(Close.ABNORMAL))  # the client cuts TCP: users/client.py abort
+    ev.add(disconnect, user, pre, Kind.DISCONNECT, code=abort, reason=CloseReason.CLIENT, detail=gap_detail)
 
     back = disconnect + np.array(GAP_S)[gap] + rng.uniform(0.001, 0.004, n)  # + the pushes made while away
     r = ~extended
@@ -340,10 +361,10 @@ def conversation_resume(run: Run, ev: Events, user, session, back, base, mid, ch
     opened, welcome = resume_steps(run, ev, user, session, back, reconnect_ms(run.rng, len(back)), replay_seq=None)
     pushed = np.where(mid, base + 2 * FRAMES_PER_TURN + 1 + chunks, base + 3 * FRAMES_PER_TURN)
     for k in (1, 2):
-        ev.add(welcome + k * 5e-5, user, session, Kind.NOTIFY, seq=pushed + k, detail="received")
-    ev.add(welcome[mid] + 1.5e-4, user[mid], session[mid], Kind.STREAM_DONE, seq=last[mid], detail="complete")
+        ev.add(welcome + k * 5e-5, user, session, Kind.NOTIFY, seq=pushed + k, detail=Detail.RECEIVED)
+    ev.add(welcome[mid] + 1.5e-4, user[mid], session[mid], Kind.STREAM_DONE, seq=last[mid], detail=Detail.COMPLETE)
     ev.add(welcome + 2e-4, user, session, Kind.REPLAY, seq=last)
-    ev.add(welcome + 0.0015, user, session, Kind.HISTORY_CHECK, detail="context kept")
+    ev.add(welcome + 0.0015, user, session, Kind.HISTORY_CHECK, detail=Detail.CONTEXT_KEPT)
     return opened
 
 
@@ -353,9 +374,9 @@ def conversation_expired(run: Run, ev: Events, user, old, new, back) -> np.ndarr
     latency = reconnect_ms(rng, n)
     connect_ms = latency * rng.uniform(0.5, 0.8, n)
     ev.add(back + connect_ms / 1000, user, old, Kind.CONNECT, latency=connect_ms)
-    ev.add(back + latency * 0.97 / 1000, user, new, Kind.WELCOME, detail="new:expired")
-    ev.add(back + latency / 1000, user, new, Kind.RECONNECT, latency=latency, detail="new:expired")
-    ev.add(back + latency / 1000 + 0.001, user, new, Kind.HISTORY_CHECK, detail="expired cleanly")
+    ev.add(back + latency * 0.97 / 1000, user, new, Kind.WELCOME, detail=Detail.NEW_EXPIRED)
+    ev.add(back + latency / 1000, user, new, Kind.RECONNECT, latency=latency, detail=Detail.NEW_EXPIRED)
+    ev.add(back + latency / 1000 + 0.001, user, new, Kind.HISTORY_CHECK, detail=Detail.EXPIRED_CLEANLY)
     return back + connect_ms * 0.9 / 1000
 
 
@@ -364,10 +385,10 @@ def token_refreshes(run: Run, ev: Events, tl: Timeline, n_cycles: int) -> None:
     user, start, j, _ = lay_out(run, run.users_of("TokenRefreshUser"), n_cycles, TURN_S + 0.5)
     latency = lognormal_ms(run.rng, 2.5, 0.4, len(start), tail_share=0.002, tail_ms=20.0)
     refreshed = start + 0.05 + latency / 1000
-    ev.add(refreshed, user, user, Kind.REFRESH, latency=latency, detail="refreshed")
+    ev.add(refreshed, user, user, Kind.REFRESH, latency=latency, detail=Detail.REFRESHED)
     mid = j % 2 == 0
     seq = (j[mid] // 2 + 1) * FRAMES_PER_TURN
-    ev.add(start[mid] + TURN_S + 0.005, user[mid], user[mid], Kind.STREAM_DONE, seq=seq, detail="complete")
+    ev.add(start[mid] + TURN_S + 0.005, user[mid], user[mid], Kind.STREAM_DONE, seq=seq, detail=Detail.COMPLETE)
     tl.refreshed.append(refreshed)
 
 
@@ -377,7 +398,8 @@ def zombie_cycle_s() -> float:
 
 
 def zombies(run: Run, ev: Events, tl: Timeline) -> None:
-    """ZombieUser, back to back from spawn to the end: silent after welcome, reaped (close 4001 after ~22.5 s),
+    """ZombieUser, back to back from spawn to the end: silent after welcome, reaped after ~22.5 s (close 4001,
+    ``idle_reaped``, ``reaped`` with the announced ``idle_timeout_ms``, then the disconnect ``server_close``),
     resumes after a backoff, silent again. Their number (plan_users) sets their share of the events."""
     rng = run.rng
     users = run.users_of("ZombieUser")
@@ -391,9 +413,12 @@ def zombies(run: Run, ev: Events, tl: Timeline) -> None:
     keep = (close + backoff_s + 0.1 < run.t_stop - 0.5).ravel()
     user = np.repeat(users, per_user)[keep]
     close, backoff_s = close.ravel()[keep], backoff_s.ravel()[keep]
-    code = str(int(Close.HEARTBEAT_TIMEOUT))
-    ev.add(close, user, user, Kind.CLOSE, latency=reap_ms.ravel()[keep] + 0.3, code=code, detail=REAPED)
-    ev.add(close + 5e-6, user, user, Kind.DISCONNECT, code=code, detail="server_close")
+    code, reaped = str(int(Close.HEARTBEAT_TIMEOUT)), CloseReason.IDLE_REAPED
+    since_last_frame = reap_ms.ravel()[keep] + 0.3
+    ev.add(
+        close, user, user, Kind.CLOSE, latency=since_last_frame, code=code, reason=reaped, detail=Detail.REAPED, idle=1
+    )
+    ev.add(close + 5e-6, user, user, Kind.DISCONNECT, code=code, reason=reaped, detail=Detail.SERVER_CLOSE)
     opened, _ = resume_steps(run, ev, user, user, close, latency.ravel()[keep], waited_s=backoff_s)
     tl.gaps.append((close, opened))
     tl.detached.append((close, opened))
@@ -429,7 +454,7 @@ def generate_events(run: Run, n_events: int) -> tuple[dict[str, np.ndarray], Tim
     return cols, tl
 
 
-# -- fast CSV: fields rendered as byte matrices, joined with a mask --------------------------------
+# -- fast CSV: fields rendered as zero-padded byte matrices, joined, the zero bytes dropped ---------
 POW10 = 10 ** np.arange(19, dtype=np.int64)
 
 
@@ -438,31 +463,30 @@ def n_digits(n: np.ndarray) -> np.ndarray:
     return np.maximum(np.searchsorted(POW10, n, side="right"), 1)
 
 
-def text_field(strings) -> tuple[np.ndarray, np.ndarray]:
-    """A lookup table of byte strings: (rows x width uint8, lengths)."""
+def text_field(strings) -> np.ndarray:
+    """A lookup table of byte strings, zero-padded: rows x width uint8 (width 0 when all are empty)."""
     encoded = [s.encode() for s in strings]
-    table = np.zeros((len(encoded), max(1, *map(len, encoded))), dtype=np.uint8)
+    table = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.uint8)
     for i, b in enumerate(encoded):
         table[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-    return table, np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    return table
 
 
 def categorical(codes: np.ndarray, strings):
     """A column of few distinct strings (users, sessions, kinds...): rendered by indexing a byte table."""
-    table, lengths = text_field(strings)
-    return lambda sl: (table[codes[sl]], lengths[codes[sl]])
+    table = text_field(strings)
+    return lambda sl: table[codes[sl]]
 
 
 def int_field(values: np.ndarray):
-    """Non-negative integers; negative ones are written empty."""
+    """Non-negative integers, right-aligned; negative ones are written empty."""
 
     def render(sl):
         n = values[sl]
-        nd = n_digits(np.maximum(n, 0))
-        k = np.arange(nd.max())
-        power = np.maximum(nd[:, None] - 1 - k, 0)
-        digits = (np.maximum(n, 0)[:, None] // POW10[power]) % 10 + 48
-        return digits.astype(np.uint8), np.where(n < 0, 0, nd)
+        nd = np.where(n < 0, 0, n_digits(np.maximum(n, 0)))
+        power = np.arange(nd.max())[::-1]  # of each column's digit
+        digits = ((np.maximum(n, 0)[:, None] // POW10[power]) % 10 + 48).astype(np.uint8)
+        return np.where(power < nd[:, None], digits, np.uint8(0))
 
     return render
 
@@ -471,7 +495,9 @@ def decimal_field(values: np.ndarray, *, significant: int | None = None, decimal
     """Non-negative floats with ``significant`` digits in all (like repr) or a fixed number of ``decimals``.
 
     NaN is written empty. The digits come from integer arithmetic on x * 10**decimals, so the
-    last one of a 17-digit timestamp is float noise, as it is in repr.
+    last one of a 17-digit timestamp is float noise, as it is in repr. Right-aligned: column
+    ``r`` from the right is the digit of 10**r below the point (``r < dec``), the point, or the
+    digit of 10**(r - 1) above it.
     """
 
     def render(sl):
@@ -486,46 +512,50 @@ def decimal_field(values: np.ndarray, *, significant: int | None = None, decimal
         if significant:
             dec = np.maximum(dec - carried, 1)
             n = np.rint(x * 10.0**dec).astype(np.int64)
-        total = whole + dec
-        k = np.arange(total.max() + 1)
-        digit = k - (k > whole[:, None])
-        power = np.maximum(total[:, None] - 1 - digit, 0)
-        chars = (n[:, None] // POW10[power]) % 10 + 48
-        chars = np.where(k == whole[:, None], ord("."), chars).astype(np.uint8)
-        return chars, np.where(missing, 0, total + 1)
+        total = np.where(missing, -1, whole + dec)  # digits; the point makes total + 1 characters
+        r = np.arange(total.max() + 1)[::-1]
+        digits = ((n[:, None] // POW10[r]) % 10 + 48).astype(np.uint8)  # digit of 10**r in column r
+        dec = dec[:, None]
+        chars = digits.copy()
+        chars[:, :-1] = np.where(r[:-1] > dec, digits[:, 1:], digits[:, :-1])  # above the point: one column left
+        chars = np.where(r == dec, np.uint8(ord(".")), chars)
+        return np.where(r <= total[:, None], chars, np.uint8(0))
 
     return render
 
 
 def write_csv(path: Path, header, fields, n_rows: int, chunk: int = 250_000) -> None:
-    """Every field renders a row range to a left-aligned byte matrix + lengths; a mask keeps the used bytes."""
+    """Every field renders a row range to a byte matrix, zero-padded (no field has a zero byte); they are joined
+    with the separators and the zero bytes dropped."""
     with open(path, "wb") as f:
         f.write((",".join(header) + "\n").encode())
         for lo in range(0, n_rows, chunk):
             sl = slice(lo, min(lo + chunk, n_rows))
             parts = [render(sl) for render in fields]
             rows = sl.stop - sl.start
-            width = sum(m.shape[1] + 1 for m, _ in parts)
+            width = sum(m.shape[1] + 1 for m in parts)
             buf = np.empty((rows, width), dtype=np.uint8)
-            keep = np.empty((rows, width), dtype=bool)
             at = 0
-            for i, (matrix, lengths) in enumerate(parts):
+            for i, matrix in enumerate(parts):
                 w = matrix.shape[1]
-                buf[:, at : at + w] = matrix
-                keep[:, at : at + w] = np.arange(w) < lengths[:, None]
+                if w:  # each row's bytes as one item: a copy per row, not per byte
+                    item = np.dtype((np.void, w))
+                    buf[:, at : at + w].view(item)[:, 0] = np.ascontiguousarray(matrix).view(item)[:, 0]
                 buf[:, at + w] = ord("\n") if i == len(parts) - 1 else ord(",")
-                keep[:, at + w] = True
                 at += w + 1
-            buf[keep].tofile(f)
+            buf[buf != 0].tofile(f)
 
 
-def write_events(path: Path, cols: dict[str, np.ndarray], users: list[str], sessions: list[str], agents: list[str]):
-    """events.csv with the recorder's columns; ts and latency with repr's length (16-17 digits), like the real file."""
+def write_events(path: Path, cols: dict[str, np.ndarray], run: Run, users: list[str], sessions, agents) -> None:
+    """events.csv with the recorder's columns (format 2); ts and latency with repr's length (16-17 digits), like
+    the real file. Nothing the generator models has a retry-after or a note: those columns are blank."""
     session = cols["session"].astype(np.int64) + 1  # -1 (none yet) -> "" at index 0
+    blank = np.zeros(len(session), dtype=np.int8)
     fields = {
         "ts": decimal_field(cols["ts"], significant=17),
-        "worker": categorical(np.zeros(len(session), dtype=np.int8), ["local"]),
+        "worker": categorical(blank, ["local"]),
         "user": categorical(cols["user"], users),
+        "role": categorical(run.user_class[cols["user"]], ROLES),
         "session": categorical(session, ["", *sessions]),
         "kind": categorical(cols["kind"], KINDS),
         "ok": int_field(cols["ok"].astype(np.int64)),
@@ -533,7 +563,11 @@ def write_events(path: Path, cols: dict[str, np.ndarray], users: list[str], sess
         "agent": categorical(session, ["", *agents]),
         "seq": int_field(cols["seq"]),
         "code": categorical(cols["code"], CODES),
+        "reason": categorical(cols["reason"], REASONS),
         "detail": categorical(cols["detail"], DETAILS),
+        "idle_timeout_ms": categorical(cols["idle"], IDLE_TIMEOUTS),
+        "retry_after_ms": categorical(blank, [""]),
+        "note": categorical(blank, [""]),
     }
     assert tuple(fields) == EVENT_COLUMNS
     write_csv(path, EVENT_COLUMNS, list(fields.values()), len(session))
@@ -691,7 +725,7 @@ def request_of(cols: dict[str, np.ndarray]) -> np.ndarray:
     for k, label in ((Kind.HB_RTT, "hb"), (Kind.RECONNECT, "reconnect"), (Kind.REFRESH, "refresh")):
         name[kind == KIND[k]] = REQUEST_NAMES.index(label)
     name[kind == KIND[Kind.STREAM_DONE]] = REQUEST_NAMES.index("turn")
-    name[(kind == KIND[Kind.HISTORY_CHECK]) & (cols["detail"] == DETAIL["context kept"])] = 2
+    name[(kind == KIND[Kind.HISTORY_CHECK]) & (cols["detail"] == DETAIL[Detail.CONTEXT_KEPT])] = 2
     return name
 
 
@@ -800,7 +834,7 @@ def version(package: str) -> str:
 def options_of(args, run_dir: str, n_users: int) -> dict:
     """The options meta.json records (no secrets): Locust's main ones, the harness's, the users' defaults."""
     return {
-        "analyser": "analysis", "backoff_base_ms": BACKOFF_BASE_MS, "backoff_cap_ms": 20000, "ca_file": "",
+        "analyser": "analysis", "backoff_base_ms": BACKOFF_BASE_MS, "backoff_cap_ms": BACKOFF_CAP_MS, "ca_file": "",
         "connect_timeout_s": 5.0, "csv_prefix": None, "drain": DRAIN_S, "drop_mid_stream_share": 0.5,
         "exit_code_on_error": 1, "expect_workers": 1, "flap_abrupt_share": 0.0, "flap_connected_ms": 100.0,
         "flap_cycles": 0, "flap_disconnected_ms": 50.0, "flap_jitter": 0.0, "flap_new_session": False,
@@ -828,6 +862,7 @@ def write_meta(out: Path, args, run: Run, times: dict, pids: dict, rows: dict) -
     counts = np.bincount(run.user_class, minlength=len(CLASSES))
     meta = {
         "run_id": run_id,
+        "format": FORMAT,
         "complete": True,
         "start_utc": utc(times["start"]),
         "scenario": "soak",
@@ -836,6 +871,7 @@ def write_meta(out: Path, args, run: Run, times: dict, pids: dict, rows: dict) -
         "expect_workers": 0,
         "user_classes_available": list(CLASSES),
         "user_classes": {name: int(c) for name, c in zip(CLASSES, counts, strict=True)},
+        "roles": {str(role): int(c) for role, c in zip(ROLES, counts, strict=True)},
         "num_users": len(run.user_class),
         "spawn_rate": SPAWN_RATE,
         "run_time": round(args.hours * 3600),
@@ -902,7 +938,7 @@ def generate(out: Path, args) -> dict:
     users = [f"{CLASSES[c]}-{tag}-{i + 1}" for i, c in enumerate(user_class)]
     sessions = [f"{pids['epoch']}.{h}" for h in hex_ids(rng, run.n_sessions, 16)]
     agents = [f"a-{h}" for h in hex_ids(rng, run.n_sessions, 12)]
-    write_events(out / "events.csv", cols, users, sessions, agents)
+    write_events(out / "events.csv", cols, run, users, sessions, agents)
     step("events.csv")
 
     g = gauges(run, tl, cols["ts"], t_start - 0.017, times["drain_from"] + DRAIN_S)

@@ -1,8 +1,9 @@
-"""The embedded backend: ``server_stub`` started by the master when no ``--host`` is given.
+"""The embedded backend: the ``--target`` (``server_stub`` by default) started by the master when no ``--host``
+is given (:mod:`harness.targets`).
 
-It listens on a free loopback port, keeps its store (a SQLite file in the run
-directory unless ``--stub-store`` says otherwise) and its log in the run
-directory, and every user is aimed at it through ``environment.host`` (which
+It listens on a free loopback port, keeps its log in the run directory (the
+reference backend its store too: a SQLite file there unless ``--stub-store`` says
+otherwise), and every user is aimed at it through ``environment.host`` (which
 Locust's spawn message carries to the workers). :func:`restart` restarts it on
 the same port and store; each restart is kept in :attr:`EmbeddedBackend.restarts`
 and lands in ``meta.json``.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from server_stub.process import StubProcess
 
+from .targets import DEFAULT, TARGETS, Target, TargetProcess
+
 logger = logging.getLogger(__name__)
 
 #: The running embedded backend of this process, if any (see :func:`restart`).
@@ -23,11 +26,18 @@ current: EmbeddedBackend | None = None
 
 
 class EmbeddedBackend:
-    def __init__(self, run_dir: Path, store: str, args: list[str], faults: list[str]) -> None:
-        self.store = store or f"sqlite:{run_dir / 'backend.db'}"
+    def __init__(
+        self, run_dir: Path, store: str, args: list[str], faults: list[str], target: Target = TARGETS[DEFAULT]
+    ) -> None:
+        self.target = target
+        self.store = (store or f"sqlite:{run_dir / 'backend.db'}") if target.store else ""
         self.faults = list(faults)
-        self.listen = ["--host", "127.0.0.1", "--port", "0", "--store", self.store]
-        self.stub = StubProcess(*self.listen, *args, log_path=run_dir / "backend.log")
+        self.listen = ["--host", "127.0.0.1", "--port", "0", *(["--store", self.store] if self.store else [])]
+        log = run_dir / "backend.log"
+        if target.program:
+            self.stub = TargetProcess(target, *self.listen, *args, log_path=log)
+        else:
+            self.stub = StubProcess(*self.listen, *args, log_path=log)
         self.restarts: list[dict] = []
         self.reconfigured: list[dict] = []  #: settings changed between tests (web UI); not restarts under load
         self.pids: list[int] = []
@@ -37,7 +47,10 @@ class EmbeddedBackend:
         self.stub.start()
         self.pids.append(self.stub.pid)
         current = self
-        logger.info("embedded backend pid %d at %s (store %s)", self.stub.pid, self.stub.url, self.store)
+        logger.info(
+            "embedded backend %s: pid %d at %s%s",
+            self.target.name, self.stub.pid, self.stub.url, f" (store {self.store})" if self.store else "",
+        )  # fmt: skip
         return self
 
     @property
@@ -104,6 +117,7 @@ class EmbeddedBackend:
     def describe(self) -> dict:
         return {
             "embedded": True,
+            "target": self.target.name,
             "url": self.stub.url if self.stub.info else None,
             "pid": self.pids[0] if self.pids else None,
             "pids": self.pids,

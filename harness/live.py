@@ -10,18 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 
 import pandas as pd
 
-from agentws.events import Kind, user_class
 from analysis.stats import quantile
 from analysis.verdicts import agents, health, latency, leak, liveness, messages, restart
 from analysis.verdicts.base import Status, format_figure
-from analysis.verdicts.causes import BRIEF_GAPS, STORM_TAIL_S
+from analysis.verdicts.causes import STORM_TAIL_S
+from contract.events import BRIEF_GAPS, EVENT_COLUMNS, RESUMED_DETAILS, CloseReason, Detail, Kind, Role
 
 from .recorder import MasterRecorder
 
@@ -33,7 +32,11 @@ TREND_POINTS = 300  #: the leak trend is fitted on at most this many points (The
 RATE_WINDOW_S = 5.0  #: events/s over this window
 WAITING = "waiting"  #: a verdict with nothing to judge yet
 MIB = 1024 * 1024
-_IDLE_TIMEOUT = re.compile(r"idle_timeout_ms=(\d+)")
+#: Where each field the tab counts sits in a row of events.csv.
+_AT = tuple(
+    EVENT_COLUMNS.index(c)
+    for c in ("ts", "user", "role", "kind", "ok", "latency_ms", "reason", "detail", "idle_timeout_ms")
+)
 
 
 class Reservoir:
@@ -82,30 +85,33 @@ class Live:
         """Recorder observer: rows in ``events.csv`` column order."""
         self.events += len(rows)
         try:
+            at = _AT
             for r in rows:
-                self._event(r[0], r[2], r[4], r[5], r[6], r[9], r[10])
+                self._event(*(r[i] for i in at))
         except Exception:  # never let the tab break the recording (a local run fires this in a user's greenlet)
             if not self._broken:
                 logger.exception("the Resilience tab could not count an event; its verdicts stop here")
             self._broken = True
 
-    def _event(self, ts: float, user: str, kind: str, ok, latency_ms, code: str, detail: str) -> None:
+    def _event(
+        self, ts: float, user: str, role: str, kind: str, ok, latency_ms, reason: str, detail: str, idle
+    ) -> None:
         t = self.tally
         if kind == Kind.DISCONNECT:
             self.last_gap[user] = detail
         elif kind == Kind.RECONNECT:
-            if detail != latency.NOT_RETRIED and not self._through_restart(ts):
+            if detail != Detail.STOPPED_BY_CLOSE and not self._through_restart(ts):
                 value = float(latency_ms) if ok and latency_ms not in (None, "") else math.inf
                 self.reconnects.add(value)
                 if self.last_gap.get(user) in BRIEF_GAPS:
                     self.brief_reconnects.add(value)
         elif kind == Kind.WELCOME:
-            t["resumes"] += detail.startswith("resumed")
-            t["agent_changed"] += detail == agents.AGENT_CHANGED
+            t["resumes"] += detail in RESUMED_DETAILS
+            t["agent_changed"] += detail == Detail.RESUMED_AGENT_CHANGED
             t["context_failures"] += detail in messages.CONTEXT_CHANGED
         elif kind in (Kind.CHUNK_GAP, Kind.DUP_FRAME):
             t["delivery_failures"] += 1
-            t["refresh_failures"] += kind == Kind.CHUNK_GAP and user_class(user) == liveness.REFRESH_USER
+            t["refresh_failures"] += kind == Kind.CHUNK_GAP and role == Role.REFRESH
         elif kind in (Kind.STREAM_DONE, Kind.NOTIFY):
             t["delivery_checked"] += 1
             t["delivery_failures"] += not ok
@@ -115,30 +121,29 @@ class Live:
         elif kind == Kind.REFRESH:
             t["refreshes"] += 1
             t["refresh_failures"] += not ok
-        elif kind == Kind.REFRESH_REQUIRED and user_class(user) == liveness.REFRESH_USER:
+        elif kind == Kind.REFRESH_REQUIRED and role == Role.REFRESH:
             t["refresh_failures"] += not ok
         elif kind == Kind.CLOSE:
-            self._close(user_class(user), ok, latency_ms, code, detail)
+            self._close(role, ok, latency_ms, reason, idle)
 
-    def _close(self, cls: str, ok, latency_ms, code: str, detail: str) -> None:
+    def _close(self, role: str, ok, latency_ms, reason: str, idle) -> None:
         t = self.tally
-        if cls != liveness.ZOMBIE_USER and code == liveness.REAPED:
-            t["live_clients_reaped"] += 1
-        if cls != liveness.ZOMBIE_USER:
+        reaped = reason == CloseReason.IDLE_REAPED
+        if role != Role.ZOMBIE:
+            t["live_clients_reaped"] += reaped
             return
         t["zombie_rounds"] += 1
         if not ok:
             t["zombies_never_reaped"] += 1
-        elif code != liveness.REAPED:
+        elif not reaped:
             t["zombies_closed_otherwise"] += 1
         else:
             t["zombies_reaped"] += 1
             waited = float(latency_ms or 0.0)
             self.slowest_reap = max(self.slowest_reap or 0.0, waited)
             th = self.th["zombie"]
-            idle = _IDLE_TIMEOUT.search(detail)
-            if th["reap_max_ms"] or idle:
-                self.reap_bound = th["reap_max_ms"] or float(idle.group(1)) + th["grace_ms"]
+            if th["reap_max_ms"] or idle not in (None, ""):
+                self.reap_bound = th["reap_max_ms"] or float(idle) + th["grace_ms"]
             t["zombies_reaped_late"] += self.reap_bound is not None and waited > self.reap_bound
 
     def _through_restart(self, ts: float) -> bool:

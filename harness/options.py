@@ -9,6 +9,7 @@ touch the machine (run directory writable, ``--server-pid`` alive) are done by
 from __future__ import annotations
 
 import os
+import shlex
 from argparse import ArgumentTypeError
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from analysis.cli import parse_gate
 from scenarios.catalog import SCENARIOS
 from server_stub.config import parse_rate_limit, parse_store, positive
 from server_stub.faults import Fault
+from users import protocols
 
+from . import targets
 from .recorder import BUFFER_MAX
 
 #: ``--stub-X`` option -> the backend's ``--X`` option, with its value parser.
@@ -132,6 +135,20 @@ def add_arguments(parser) -> None:
     g.add_argument("--analyser", default="analysis", help="module run as `python -m MODULE RUN_DIR` by --verdicts")
     # The embedded backend: used when no --host is given.
     g.add_argument(
+        "--target",
+        default="",
+        metavar="NAME",
+        include_in_web_ui=False,  # a start-up decision: the backend runs before the form is shown
+        help=f"backend to start when no --host is given: {', '.join(targets.TARGETS)} (default {targets.DEFAULT})",
+    )
+    g.add_argument(
+        "--target-args",
+        default="",
+        metavar="ARGS",
+        include_in_web_ui=False,
+        help="more options for a --target's own command line, e.g. '--leak' (the stub's: the --stub-* options)",
+    )
+    g.add_argument(
         "--stub-store",
         type=_checked_by(parse_store),
         default=None,
@@ -209,10 +226,43 @@ def validate(options) -> None:
             thresholds.load(options.thresholds)
         except thresholds.ThresholdError as e:
             raise OptionError("--thresholds", str(e)) from None
+    if (options.target or options.target_args) and options.host:
+        raise OptionError("--target", "starts a backend of its own: give --target or --host, not both")
+    if not options.host:
+        try:
+            target = targets.get(options.target)
+        except targets.TargetError as e:
+            raise OptionError("--target", str(e)) from None
+        if target.name != targets.DEFAULT and options.stub_fault:
+            raise OptionError("--stub-fault", f"plants faults in the reference backend, not in --target {target.name}")
+        try:
+            shlex.split(options.target_args)
+        except ValueError as e:
+            raise OptionError("--target-args", str(e)) from None
+
+
+def validate_protocol(options, locustfile: str | None, user_classes) -> type:
+    """The ``--protocol`` adapter, loaded and able to serve ``user_classes``; raises :class:`OptionError`."""
+    try:
+        adapter = protocols.load(
+            getattr(options, "protocol", "") or protocols.DEFAULT, protocols.search_path(locustfile)
+        )
+        protocols.check(adapter, user_classes)
+    except protocols.ProtocolError as e:
+        raise OptionError("--protocol", str(e)) from None
+    return adapter
+
+
+def target_args(options) -> list[str]:
+    """The embedded backend's command line: the ``--stub-*`` options for the reference backend (store
+    excluded), ``--target-args`` for another target."""
+    if targets.get(options.target).program:
+        return shlex.split(options.target_args or "")
+    return stub_args(options)
 
 
 def stub_args(options) -> list[str]:
-    """The embedded backend's command line from the ``--stub-*`` options (store and faults excluded)."""
+    """The reference backend's command line from the ``--stub-*`` options (store excluded)."""
     args: list[str] = []
     for dest, (flag, _) in STUB_PASSTHROUGH.items():
         value = getattr(options, dest, None)

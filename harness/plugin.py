@@ -32,10 +32,11 @@ import locust
 from locust import events
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
-from agentws.events import EVENT_COLUMNS
+from contract.events import EVENT_COLUMNS, FORMAT
 from scenarios.catalog import SCENARIOS
+from users import protocols
 
-from . import __version__, exports, form, lag, options, verdicts
+from . import __version__, exports, form, lag, options, targets, verdicts
 from .embedded import EmbeddedBackend
 from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
 from .rundir import CsvSink, RunDir
@@ -65,7 +66,12 @@ class Run:
     def open(self) -> Run:
         opts, env = self.options, self.environment
         options.validate(opts)
+        if not opts.host and not opts.protocol:
+            opts.protocol = targets.get(opts.target).protocol  # the target's own; the spawn message carries it
+        adapter = options.validate_protocol(opts, env.locustfile, env.user_classes)
         self.dir = RunDir(opts.run_dir, opts.run_id)
+        self.dir.meta["protocol"] = {"name": adapter.name, "spec": opts.protocol or protocols.DEFAULT}
+        self.dir.meta["target"] = None if opts.host else targets.get(opts.target).name
         self.dir.meta.update(self._static_meta())
         if not opts.host:
             self._start_backend()
@@ -95,7 +101,10 @@ class Run:
 
     def _start_backend(self) -> None:
         opts = self.options
-        self.backend = EmbeddedBackend(self.dir.path, opts.stub_store, options.stub_args(opts), opts.stub_fault)
+        target = targets.get(opts.target)
+        self.backend = EmbeddedBackend(
+            self.dir.path, opts.stub_store, options.target_args(opts), opts.stub_fault, target
+        )
         try:
             self.backend.start()
         except Exception as e:
@@ -115,6 +124,7 @@ class Run:
     def _static_meta(self) -> dict:
         opts, env = self.options, self.environment
         return {
+            "format": FORMAT,
             "scenario": opts.scenario or None,
             "locustfile": env.locustfile,
             "runner": "master" if isinstance(env.runner, MasterRunner) else "local",
@@ -177,13 +187,14 @@ class Run:
             return
         for problem in options.settle_form_values(self.options, self.dir.meta["options"]):
             logger.error("%s; the start-up value is kept", problem)
-        if self.backend.reconfigure(options.stub_args(self.options), self.options.stub_fault or []):
+        if self.backend.reconfigure(options.target_args(self.options), self.options.stub_fault or []):
             self.environment.host = self.backend.url
             self.dir.meta["backend"] = self.backend.describe()
 
     def _on_test_stop(self, environment, **_) -> None:
         # The analysis takes the load phase to end here and the drain to follow.
         self.dir.meta.setdefault("test_stops_utc", []).append(time.time())
+        self.dir.meta["user_classes"], self.dir.meta["roles"] = dict(self.max_users), self._roles()
         self.dir.save()
 
     def _scheduled_restart(self) -> None:
@@ -223,6 +234,7 @@ class Run:
         meta["backend_notes"] = self.telemetry.notes
         self._write_locust_exports()
         meta["user_classes"] = self.max_users
+        meta["roles"] = self._roles()
         meta["workers"] = sorted(self.recorder.tallies) if isinstance(self.recorder, MasterRecorder) else []
         if isinstance(runner, MasterRunner):
             meta["workers"] = sorted(set(meta["workers"]) | set(expected))
@@ -235,6 +247,16 @@ class Run:
             environment.process_exit_code = code
             meta["verdicts_exit_code"] = code
             self.dir.save()
+
+    def _roles(self) -> dict[str, int]:
+        """The most users of each role at once (a role: the user class's ``role``; the analysis reads roles)."""
+        roles: dict[str, int] = {}
+        classes = {c.__name__: c for c in self.environment.user_classes or []}
+        for name, n in self.max_users.items():
+            role = str(getattr(classes.get(name), "role", "") or "")
+            if role:
+                roles[role] = roles.get(role, 0) + n
+        return roles
 
     def _drain(self, interrupted: bool) -> None:
         """Keep sampling the backend with no load: does it give back what the run took?"""

@@ -6,7 +6,7 @@ Distributed: each worker buffers its events and sends them to the master in
 batches (at most :data:`BATCH_MAX` events, at least every :data:`BATCH_INTERVAL_S`)
 as the custom Locust message :data:`MESSAGE`::
 
-    {"events": [[ts, "", user, session, kind, ok, latency_ms, agent, seq, code, detail], ...],
+    {"events": [[ts, "", user, role, session, kind, ...], ...],  # rows in contract.events.EVENT_COLUMNS order
      "final": bool,        # true for the last batch of a test (sent on the worker's test_stop)
      "emitted": int,       # events the worker's users produced so far (cumulative)
      "undelivered": int,   # of those, events it could not deliver (buffer full, send failed)
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import gevent
 
-from agentws.events import EVENT_COLUMNS
+from contract.events import EVENT_COLUMNS
 from users.recording import protocol_events
 
 from .rundir import CsvSink

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import gevent
 import psutil
 
-from agentws.events import SAMPLE_COLUMNS
+from contract.events import SAMPLE_COLUMNS
 from users.options import Settings
 from users.transport import shared_ssl_context
 

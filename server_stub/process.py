@@ -63,8 +63,6 @@ class StubProcess:
         args = list(self.args)
         if self.port is not None:  # a restart comes back on the same port
             args = [a for a in _without_option(args, "--port")] + ["--port", str(self.port)]
-        # Its own process group keeps it out of our signals; this keeps it from outliving us.
-        args += ["--parent-pid", str(os.getpid())]
         env = {
             **os.environ,
             ADMIN_TOKEN_ENV: self.admin_token,
@@ -73,7 +71,7 @@ class StubProcess:
         }
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.python, "-m", "server_stub", *args],
+            self.command(args),
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -92,6 +90,11 @@ class StubProcess:
             ) from None
         self.port = urlsplit(self.info["url"]).port  # http:// or https://
         return self
+
+    def command(self, args: list[str]) -> list[str]:
+        """The child's command line with ``args``; a subclass runs another program the same way."""
+        # Its own process group keeps it out of our signals; --parent-pid keeps it from outliving us.
+        return [self.python, "-m", "server_stub", *args, "--parent-pid", str(os.getpid())]
 
     def _read_line(self, timeout: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None

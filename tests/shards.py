@@ -45,7 +45,7 @@ RUNS = ROOT / "runs"
 #: Seconds each file's pytest process takes on a 2-core machine, N = 4 (``--durations-out`` prints fresh
 #: figures); files not listed count as DEFAULT_S. Only the order files start in depends on them.
 SECONDS = {
-    "test_users_locust_runs.py": 310,
+    "test_users_locust_runs.py": 380,
     "test_leak_managed_runtime.py": 260,
     "test_scenarios.py": 175,
     "test_analysis_verdicts.py": 160,
@@ -54,6 +54,7 @@ SECONDS = {
     "test_users_bad_targets.py": 100,
     "test_harness_control.py": 95,
     "test_users_tls.py": 70,
+    "test_example_chatline.py": 76,
     "test_webui_e2e.py": 80,
     "test_users_rate_limit.py": 40,
     "test_harness_remote.py": 30,

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agentws.events import EVENT_COLUMNS
+from contract.events import EVENT_COLUMNS, FORMAT
 
 MiB = 1024 * 1024
 T0 = 1_800_000_000.0
 CLASSES = ("ConversationUser", "FlappingUser", "HeartbeatUser", "TokenRefreshUser", "ZombieUser")
+ROLES = dict(zip(CLASSES, ("conversation", "flapping", "heartbeat", "refresh", "zombie"), strict=True))
 BASE_RSS = 50 * MiB
 PEAK_CONNECTIONS = 200
 RAMP_S = 50
@@ -96,6 +97,7 @@ def write_run(
         frame.to_csv(path / "events.csv", index=False)
         n_events = len(frame)
     meta = {
+        "format": FORMAT,
         "run_id": run_id,
         "complete": True,
         "start_utc": "2027-01-15T08:00:00.000Z",
@@ -103,6 +105,7 @@ def write_run(
         "scenario": scenario,
         "runner": "local",
         "user_classes": {c: users_per_class for c in CLASSES},
+        "roles": {ROLES[c]: users_per_class for c in CLASSES},
         "backend": {
             "embedded": True,
             "url": "http://127.0.0.1:9",
@@ -167,12 +170,17 @@ def _events(seconds: int, users_per_class: int, reconnect_ms: float) -> pd.DataF
                 rows += [(at, user, session, "hb_rtt", 1, 1.0 + i, "", "") for at in np.arange(5.0, seconds, 5.0)]
             elif cls == "ZombieUser":
                 rows += [
-                    (at, user, session, "close", 1, 23000.0, "4001", "idle_timeout_ms=22500")
+                    (at, user, session, "close", 1, 23000.0, "4001", "reaped")
                     for at in np.arange(30.0 + i, seconds, 30.0)
                 ]
-    rows.append(
-        (seconds / 2, "ConversationUser-abc123-0", "", "connect", 0, "", "503", "upgrade refused with HTTP 503")
-    )
+    rows.append((seconds / 2, "ConversationUser-abc123-0", "", "connect", 0, "", "503", "connect failed"))
     frame = pd.DataFrame(rows, columns=["t", "user", "session", "kind", "ok", "latency_ms", "code", "detail"])
-    frame = frame.assign(ts=T0 + frame.pop("t"), worker="local", agent="", seq="")
+    frame = frame.assign(ts=T0 + frame.pop("t"), worker="local", agent="", seq="", retry_after_ms="", note="")
+    frame["role"] = frame["user"].str.partition("-")[0].map(ROLES)
+    reaped = frame["detail"] == "reaped"
+    frame["reason"] = np.where(reaped, "idle_reaped", "")
+    frame["idle_timeout_ms"] = np.where(reaped, 22500.0, np.nan)
+    frame.loc[frame["kind"] == "connect", "note"] = np.where(
+        frame.loc[frame["kind"] == "connect", "ok"] == 0, "upgrade refused with HTTP 503", ""
+    )
     return frame.sort_values("ts", kind="stable")[list(EVENT_COLUMNS)]

@@ -139,19 +139,19 @@ def test_percentiles_over_time_per_interval():
 
 def test_users_alive_from_first_to_last_event(run):
     users = figures.users_over_time(run.events, T0, 10.0)
-    assert users.loc[0.0].sum() == 20  # 4 users of each of 5 classes, all connected at the start
-    assert (users.loc[0.0:290.0, ["FlappingUser", "HeartbeatUser"]] == 4).all().all()  # busy all along
-    assert users.loc[10.0, "ConversationUser"] == 1  # only one of them had an event after the start
+    assert users.loc[0.0].sum() == 20  # 4 users in each of 5 roles, all connected at the start
+    assert (users.loc[0.0:290.0, ["flapping", "heartbeat"]] == 4).all().all()  # busy all along
+    assert users.loc[10.0, "conversation"] == 1  # only one of them had an event after the start
 
 
-def test_throughput_errors_and_close_codes_per_interval(run):
-    tp = figures.throughput_per_class(run.events, T0, 10.0)
-    assert tp[("HeartbeatUser", "hb_rtt")].loc[10.0:280.0].eq(4 * 2 / 10).all()  # 4 users, one ping per 5 s
+def test_throughput_errors_and_close_reasons_per_interval(run):
+    tp = figures.throughput_per_role(run.events, T0, 10.0)
+    assert tp[("heartbeat", "hb_rtt")].loc[10.0:280.0].eq(4 * 2 / 10).all()  # 4 users, one ping per 5 s
     errors = figures.errors_over_time(run.events, T0, 10.0)
     assert errors["connect"].sum() == 1 and errors.loc[150.0, "connect"] == 1
     assert len(errors) == len(tp)  # zeros for every interval, not just the ones with errors
-    closes = figures.close_codes_over_time(run.events, T0, 10.0)
-    assert list(closes.columns) == ["4001 HEARTBEAT_TIMEOUT"]
+    closes = figures.close_reasons_over_time(run.events, T0, 10.0)
+    assert list(closes.columns) == ["idle_reaped"]
     assert closes.to_numpy().sum() == (run.events["kind"] == "close").sum()
 
 

@@ -100,3 +100,52 @@ def test_a_plans_relative_memory_bound_fails_what_is_held_beyond_it(tmp_path):
     assert slight.status is Status.PASS and "2.0% of the baseline, bound 5%" in slight.summary, slight.summary
     th["leak"]["max_held_share"] = 0.0  # the default: no relative bound, the 5 MiB stay under min_growth_mib
     assert judge(leaking, th).status is Status.PASS
+
+
+def test_a_gap_planned_past_the_window_just_after_a_restart_is_not_a_session_the_restart_lost():
+    """A conversation user holding a session at the restart leaves for an extended gap a moment after it:
+    its next session is new by design (expired), not lost by the restart; a user cut off is still judged."""
+    import pandas as pd
+
+    from analysis.verdicts.restart import comebacks
+
+    at = 100.0
+    rows = [
+        (95.0, "planner", "s1", "welcome", 1, "resumed"),
+        (100.4, "planner", "s1", "disconnect", 1, "planned_gap_extended"),
+        (112.0, "planner", "s2", "welcome", 1, "new:expired"),
+        (112.0, "planner", "s2", "reconnect", 1, "new:expired"),
+        (96.0, "cut", "s3", "welcome", 1, "resumed"),
+        (100.1, "cut", "s3", "disconnect", 1, "server_close"),
+        (100.9, "cut", "s4", "welcome", 1, "new:expired"),
+        (100.9, "cut", "s4", "reconnect", 1, "new:expired"),
+    ]
+    ev = pd.DataFrame(rows, columns=["ts", "user", "session", "kind", "ok", "detail"]).assign(worker="local")
+    out = comebacks(ev, at, horizon_s=30.0).set_index("user")
+    assert list(out.index) == ["cut"]  # the planner is left out, the cut-off user is judged
+    assert not out.loc["cut", "resumed"]
+
+
+def test_fds_still_falling_at_the_end_of_the_drain_are_inconclusive_fds_that_stay_up_fail(tmp_path):
+    """A backend still closing sockets when the drain ends (a busy machine, a slow runtime) is not one that
+    holds them: inconclusive, naming --drain; the same count that stays up through the drain fails."""
+    import pandas as pd
+
+    from analysis import thresholds
+    from analysis.rundir import load
+    from analysis.verdicts.base import Status
+    from analysis.verdicts.leak import judge
+    from tests.synthetic_run import T0, write_run
+
+    th = thresholds.load()
+    cases = (("falling", [60, 50, 40], Status.INCONCLUSIVE), ("held", [40, 40, 40], Status.FAIL))
+    for name, drain_fds, status in cases:
+        path = write_run(tmp_path / name, seconds=120)
+        samples = pd.read_csv(path / "samples.csv")
+        drain = samples.index[(samples["source"] == "backend") & (samples["ts"] > T0 + 120)]
+        fds = (drain_fds * len(drain))[: len(drain)]
+        samples.loc[drain, "num_fds"] = sorted(fds, reverse=True) if name == "falling" else fds
+        samples.to_csv(path / "samples.csv", index=False)
+        verdict = judge(load(path), th)
+        assert verdict.status is status, (name, verdict.summary)
+        assert ("a longer --drain" in verdict.summary) == (name == "falling"), verdict.summary

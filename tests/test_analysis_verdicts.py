@@ -194,7 +194,8 @@ def add_event_like_first_connect(run_dir: Path, user_class: str, **fields: str) 
 
 def test_a_live_client_reaped_fails_zombie_even_without_zombie_users(runs, tmp_path):
     run_dir = copy_of(runs, "refresh-breaks", tmp_path)  # TokenRefreshUsers only: zombie is skipped
-    add_event_like_first_connect(run_dir, "TokenRefreshUser", kind="close", ok="1", code="4001", detail="")
+    reaped = {"kind": "close", "ok": "1", "code": "4001", "reason": "idle_reaped", "detail": "reaped"}
+    add_event_like_first_connect(run_dir, "TokenRefreshUser", **reaped)
     _, verdicts, _ = judged(run_dir)
     assert verdicts["zombie"]["status"] == "fail"
     assert "1 live (heartbeating) client(s) reaped" in verdicts["zombie"]["summary"]
@@ -256,3 +257,22 @@ def test_empty_directory_is_judged_inconclusive_not_passed(tmp_path):
     assert all(v["status"] in ("inconclusive", "skipped") for v in verdicts.values())
     for file in ("meta.json", "events.csv", "samples.csv", "server_stats.csv"):
         assert f"{file}: missing" in out
+
+
+def test_a_run_directory_of_format_1_is_refused_naming_its_version(tmp_path):
+    """events.csv of format 1 (agentws close codes and class names, no role or reason): refused, not misjudged."""
+    import pandas as pd
+
+    from contract.events import EVENT_COLUMNS_V1
+    from tests.synthetic_run import write_run
+
+    run_dir = write_run(tmp_path / "old", seconds=60)
+    events = pd.read_csv(run_dir / "events.csv")
+    events[list(EVENT_COLUMNS_V1)].to_csv(run_dir / "events.csv", index=False)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    del meta["format"]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    result = analyse(run_dir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "run directory format 1; this analysis reads format 2" in result.stderr
+    assert not (run_dir / "verdicts.json").exists()

@@ -8,9 +8,14 @@ from types import SimpleNamespace
 from analysis import thresholds
 from harness.live import RESERVOIR, WAITING, Live, Provisional, Reservoir
 
+ROLES = {"Flapping": "flapping", "Heartbeat": "heartbeat", "Zombie": "zombie", "TokenRefresh": "refresh"}
 
-def _event(user, kind, ok=1, latency_ms=None, code="", detail="", ts=0.0):
-    return (ts, "local", user, "s-" + user, kind, ok, latency_ms, "a1", None, code, detail)
+
+def _event(user, kind, ok=1, latency_ms=None, code="", detail="", ts=0.0, reason="", idle=None):
+    """A row of events.csv (format 2), its role from the user's class name."""
+    role = ROLES.get(user.partition("User")[0], "conversation")
+    session = "s-" + user
+    return (ts, "local", user, role, session, kind, ok, latency_ms, "a1", None, code, reason, detail, idle, None, "")
 
 
 def _run(starts=(0.0,), stops=()):
@@ -49,11 +54,11 @@ def test_a_clean_stream_passes_so_far():
         user = f"FlappingUser-1-{n}"
         rows += [
             _event(user, "disconnect", detail="flap_close"),
-            _event(user, "reconnect", latency_ms=5.0 + n, detail="resumed:kept"),
-            _event(user, "welcome", detail="resumed:kept"),
+            _event(user, "reconnect", latency_ms=5.0 + n, detail="resumed"),
+            _event(user, "welcome", detail="resumed"),
         ]
     rows += [_event("ConversationUser-1-1", "stream_done"), _event("ConversationUser-1-1", "history_check")]
-    rows += [_event("ZombieUser-1-1", "close", latency_ms=1500.0, code="4001", detail="idle_timeout_ms=1500")]
+    rows += [_event("ZombieUser-1-1", "close", latency_ms=1500.0, reason="idle_reaped", idle=1500.0)]
     rows += [_event("TokenRefreshUser-1-1", "refresh")]
     live.observe_events(rows)
     for t in range(3):  # harness health needs sustained_samples rounds
@@ -77,8 +82,8 @@ def test_each_failure_shows_as_it_arrives():
             _event("ConversationUser-1-2", "chunk_gap"),
             _event("ConversationUser-1-2", "notify", ok=0, detail="missing"),
             _event("ConversationUser-1-2", "history_check", ok=0),
-            _event("ZombieUser-1-3", "close", latency_ms=9000.0, code="4001", detail="idle_timeout_ms=1500"),
-            _event("HeartbeatUser-1-4", "close", code="4001"),
+            _event("ZombieUser-1-3", "close", latency_ms=9000.0, reason="idle_reaped", idle=1500.0),
+            _event("HeartbeatUser-1-4", "close", reason="idle_reaped"),
             _event("TokenRefreshUser-1-5", "refresh", ok=0),
             _event("FlappingUser-1-6", "reconnect", ok=0, detail="gave up"),
             _event("FlappingUser-1-6", "reconnect", ok=0, detail="stopped by close code"),

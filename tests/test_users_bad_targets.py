@@ -127,8 +127,8 @@ CASES = {
     "404": (_answer_404, {"RequestFailed('connect failed: upgrade refused with HTTP 404')"}),
     "garbage-http": (_answer_garbage, {"RequestFailed('connect failed: upgrade response is not HTTP')"}),
     "stall": (_stall, {"RequestFailed('connect failed: upgrade timed out')"}),
-    "garbage-frames": (_garbage_frames, {"RequestFailed('closed with 1006 before welcome')"}),
-    "unknown-close": (_close_with_unknown_code, {"RequestFailed('closed with 4999 before welcome')"}),
+    "garbage-frames": (_garbage_frames, {"RequestFailed('closed with 1006 before the session opened')"}),
+    "unknown-close": (_close_with_unknown_code, {"RequestFailed('closed with 4999 before the session opened')"}),
 }
 
 

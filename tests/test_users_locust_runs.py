@@ -117,7 +117,11 @@ ZOMBIE_SERVER = ("--hb-interval-ms", "300", "--rate-limit", "0")
 
 
 def test_heartbeat_user_refreshes_its_expired_token_and_keeps_its_connection(tmp_path, stub_factory):
-    stub = stub_factory("--rate-limit", "0", "--hb-interval-ms", "300", "--refresh-grace-ms", "500")
+    # Heartbeats every 300 ms, a reap only after 2 s of silence: what is judged is the refresh, not how late a
+    # busy machine's scheduler lets a heartbeat go (1.5 x 300 ms leaves 150 ms; a loaded CI runner takes that).
+    stub = stub_factory(
+        "--rate-limit", "0", "--hb-interval-ms", "300", "--idle-timeout-ms", "2000", "--refresh-grace-ms", "500"
+    )
     run = run_locust(tmp_path, stub.url, "HeartbeatUser", 3, 6, "--token-ttl-s", "2")
     assert len(run.of("refresh_required", ok=1)) >= 3 * 2, run.describe()
     assert len(run.of("refresh", ok=1)) >= 3 * 2 and not run.of("refresh", ok=0), run.describe()
@@ -132,6 +136,9 @@ def test_zombie_user_is_reaped_with_4001(tmp_path, stub_factory):
     closes = run.of("close", ok=1)
     assert len(closes) >= 5 * 3, run.describe()
     assert {e["code"] for e in closes} == {"4001"}, run.describe()
+    # the adapter classified it: the contract says idle_reaped, with the server's announced bound beside it
+    assert {(e["role"], e["reason"], e["detail"]) for e in closes} == {("zombie", "idle_reaped", "reaped")}
+    assert {e["idle_timeout_ms"] for e in closes} == {450}, run.describe()
     assert all(400 <= e["latency_ms"] < 1000 for e in closes), run.describe()
     assert not run.of("close", ok=0) and not run.failures(), run.describe()
     assert_clean_end(run)
@@ -251,4 +258,20 @@ def test_every_user_comes_back_after_a_backend_restart(tmp_path, stub_factory):
         ("resume", "RequestFailed('connect failed: tcp connect refused')")
     }, run.describe()
     assert len(run.of("hb_rtt", ok=1)) > 20 * 5 and not run.of("hb_rtt", ok=0), run.describe()
+    assert_clean_end(run)
+
+
+def test_an_adapter_that_raises_is_an_error_event_and_the_user_reconnects(tmp_path, stub_factory):
+    """A bug in a team's adapter: an ``error`` event with its message, the connection dropped, the user back
+    by the reconnect path; Locust and the worker carry on (no traceback, a clean end)."""
+    stub = stub_factory("--rate-limit", "0")
+    protocol = ("--protocol", "tests.locustfiles.raising_adapter:Raising")
+    run = run_locust(tmp_path, stub.url, "FlappingUser", 3, 4, *protocol)
+    errors = run.of("error")
+    assert errors and {(e["detail"], e["code"]) for e in errors} == {("adapter error", "adapter")}, run.describe()
+    assert all("Raising.receive: ValueError: cannot parse this frame" in e["note"] for e in errors), run.describe()
+    dropped = [e for e in run.of("disconnect") if e["detail"] == "adapter_failed"]
+    assert len(dropped) >= len(errors) - 3, run.describe()  # the last few may come as the run stops
+    assert len(run.of("welcome", ok=1)) > len(errors), run.describe()  # back each time
+    assert "Traceback" not in run.stderr, run.describe()
     assert_clean_end(run)

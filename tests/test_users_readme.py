@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from agentws import protocol
-
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = ROOT / "users" / "options.py"
 README = ROOT / "users" / "README.md"
@@ -20,13 +18,16 @@ BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
 
 def _defaults(tree: ast.Module) -> dict[str, object]:
     settings = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    constants = {  # module-level NAME = literal, the defaults Settings names
+        n.targets[0].id: ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)
+    }
     defaults = {}
     for node in settings.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
             value = node.value
-            defaults[node.target.id] = (
-                getattr(protocol, value.id) if isinstance(value, ast.Name) else ast.literal_eval(value)
-            )
+            defaults[node.target.id] = constants[value.id] if isinstance(value, ast.Name) else ast.literal_eval(value)
     return defaults
 
 

@@ -48,8 +48,8 @@ def test_tls_verification_is_on_unless_switched_off(tmp_path, tls_stub, options,
     if not failures:
         assert run.of("hb_rtt", ok=1), run.describe()
     else:
-        details = {e["detail"] for e in run.of("error")}
-        assert details == {"token request failed: unreachable"}, run.describe()
+        errors = {(e["detail"], e["note"]) for e in run.of("error")}
+        assert errors == {("token request failed", "unreachable")}, run.describe()
     assert run.end["ssl_contexts"] == 1, run.describe()
     assert_clean_end(run)
 

@@ -8,11 +8,11 @@ import gevent
 from locust import constant, task
 from locust.exception import StopUser
 
-from agentws.events import Kind
-from agentws.protocol import NewSessionReason
+from contract.events import Detail, Kind, Role
 
 from .base import AgentUser
-from .http_api import push_notification
+from .http_api import push
+from .protocols.base import Capability
 
 GAPS = ("brief", "medium", "extended")
 #: Past the resume window by this much (plus a quarter window: the backend expires sessions periodically).
@@ -32,6 +32,9 @@ class ConversationUser(AgentUser):
     """
 
     wait_time = constant(0)
+    role = Role.CONVERSATION
+    #: Pushes while away and the history compared after a resume, where the protocol has them.
+    needs = frozenset({Capability.RESUME, Capability.STREAM})
 
     def on_start(self) -> None:
         self.push_ids: dict[str, int] = {}  #: session -> last push id sent
@@ -49,7 +52,7 @@ class ConversationUser(AgentUser):
         if pending is None:
             return
         if random.random() < self.settings.drop_mid_stream_share:
-            stop_after = random.randint(1, max(1, client.state.chunks_per_reply - 1))
+            stop_after = random.randint(1, max(1, client.session.chunks_per_reply - 1))
             if client.await_turn(pending, stop_after_chunks=stop_after) is False:
                 return
         elif not client.await_turn(pending):
@@ -59,8 +62,8 @@ class ConversationUser(AgentUser):
     def drop_and_come_back(self) -> None:
         client = self.client
         gap = random.choices(GAPS, weights=self.settings.gap_weight_list())[0]
-        client.abort(f"planned_gap_{gap}")
-        session = client.state.session
+        client.abort(Detail.planned_gap(gap))
+        session = client.session.session
         expected = [] if gap == "extended" else self.push_while_away(session)
         gevent.sleep(self.gap_seconds(gap))
         self.cycles += 1
@@ -77,51 +80,53 @@ class ConversationUser(AgentUser):
         if gap in ("brief", "medium"):
             length = s.gap_brief_s if gap == "brief" else s.gap_medium_s
             return max(0.0, length + random.uniform(-s.gap_spread_s, s.gap_spread_s))
-        window = self.client.state.resume_window_s
+        window = self.client.session.resume_window_s
         return s.gap_extended_s or window * 1.25 + EXPIRY_SLACK_S
 
     def push_while_away(self, session: str) -> list[int]:
         """Have the backend push to the detached session; the ids it must deliver on resume."""
         s = self.settings
-        if not s.admin_token or s.pushes_while_away <= 0:
+        if not s.admin_token or s.pushes_while_away <= 0 or Capability.PUSH not in self.client.adapter.capabilities:
             return []
         sent = []
         for _ in range(s.pushes_while_away):
             push_id = self.push_ids.get(session, 0) + 1
             self.push_ids[session] = push_id
-            result = push_notification(
-                self.client.host, s.admin_token, session, push_id, {"n": push_id}, self.client.ssl
-            )
+            request = self.client.adapter.push_request(session, push_id, {"n": push_id})
+            result = push(self.client.host, s.admin_token, request.path, request.body, self.client.ssl)
             if not result.ok:
-                self.note(Kind.ERROR, False, code="notify", detail=f"admin notify failed: {result.error}")
+                self.note(Kind.ERROR, False, code="notify", detail=Detail.NOTIFY_FAILED, note=str(result.error))
                 break
             sent.append(push_id)
         return sent
 
     def check_context_kept(self, expected_pushes: list[int]) -> None:
-        client, state = self.client, self.client.state
+        client, state = self.client, self.client.session
         if not state.resumed:
-            self.note(Kind.HISTORY_CHECK, False, detail=f"not resumed: {state.welcome_detail}")
+            self.note(Kind.HISTORY_CHECK, False, detail=Detail.NOT_RESUMED, note=state.welcome_detail)
             return
         client.pump(self.settings.reply_timeout_s, until=lambda: state.replayed_through is not None)
         client.pump(self.settings.reply_timeout_s, until=lambda: not state.stream_open())
         for push_id in state.missing_pushes(expected_pushes):
-            self.note(Kind.NOTIFY, False, seq=None, detail="push missing after resume", code=push_id)
-        turns = client.history()
-        if turns is None:
-            return  # the history request failure is recorded as such
-        differs = state.compare_history(turns)
+            self.note(Kind.NOTIFY, False, seq=None, detail=Detail.PUSH_MISSING, code=push_id)
+        differs, kept = "", Detail.IDENTITY_KEPT
+        if Capability.HISTORY in client.adapter.capabilities:
+            kept = Detail.CONTEXT_KEPT
+            turns = client.history()
+            if turns is None:
+                return  # the history request failure is recorded as such
+            differs = state.compare_history(turns)
         if not state.welcome_ok:
             self.note(Kind.HISTORY_CHECK, False, detail=state.welcome_detail)
         elif differs:
             self.note(Kind.HISTORY_CHECK, False, detail=differs)
         else:
-            self.note(Kind.HISTORY_CHECK, True, detail="context kept")
+            self.note(Kind.HISTORY_CHECK, True, detail=kept)
 
     def check_expired_cleanly(self) -> None:
-        state = self.client.state
-        clean = not state.resumed and state.welcome_detail == f"new:{NewSessionReason.EXPIRED}"
-        clean = clean and state.agent_turns == 0
-        self.note(
-            Kind.HISTORY_CHECK, clean, detail="expired cleanly" if clean else f"expected expiry: {state.welcome_detail}"
-        )
+        state = self.client.session
+        clean = not state.resumed and state.welcome_detail == Detail.NEW_EXPIRED and state.agent_turns == 0
+        if clean:
+            self.note(Kind.HISTORY_CHECK, True, detail=Detail.EXPIRED_CLEANLY)
+        else:
+            self.note(Kind.HISTORY_CHECK, False, detail=Detail.NOT_EXPIRED, note=state.welcome_detail)

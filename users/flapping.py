@@ -8,8 +8,10 @@ import gevent
 from locust import constant, task
 from locust.exception import StopUser
 
+from contract.events import Detail, Role
+
 from .base import AgentUser
-from .session_state import SessionState
+from .protocols.base import Capability
 
 
 class FlappingUser(AgentUser):
@@ -22,6 +24,8 @@ class FlappingUser(AgentUser):
     """
 
     wait_time = constant(0)
+    role = Role.FLAPPING
+    needs = frozenset({Capability.RESUME})
 
     def on_start(self) -> None:
         self.cycles = 0
@@ -35,9 +39,9 @@ class FlappingUser(AgentUser):
             self.ensure_connected()  # the backend ended it: follow the close policy, then flap on
             return
         if random.random() < s.flap_abrupt_share:
-            self.client.abort("flap_abrupt")
+            self.client.abort(Detail.FLAP_ABRUPT)
         else:
-            self.client.close("flap_close")
+            self.client.close(Detail.FLAP_CLOSE)
         gevent.sleep(self.jittered(s.flap_disconnected_ms))
         self.cycles += 1
         if s.flap_cycles and self.cycles >= s.flap_cycles:
@@ -55,8 +59,8 @@ class FlappingUser(AgentUser):
         client = self.client
         if client.connected:
             return True
-        if self.cycles == 0 or self.settings.flap_new_session or not client.state.has_session:
-            client.state = SessionState()
+        if self.cycles == 0 or self.settings.flap_new_session or not client.session.has_session:
+            client.forget_session()
             ok = client.connect(resume=False)
             if not ok:
                 self.pause()

@@ -44,9 +44,6 @@ def fetch_token(token_url: str, user: str, ttl_s: float, timeout: float = 5.0, c
     return result
 
 
-def push_notification(
-    base_url: str, admin_token: str, session: str, push_id: int, data: dict, context=None
-) -> ApiResult:
-    """``POST /admin/notify``: queue a push for a session, attached or not."""
-    body = {"session": session, "id": push_id, "data": data}
-    return post_json(base_url.rstrip("/") + "/admin/notify", body, bearer=admin_token, context=context)
+def push(base_url: str, admin_token: str, path: str, body: dict, context=None) -> ApiResult:
+    """Have the backend queue a push for a session, attached or not: the POST its protocol adapter described."""
+    return post_json(base_url.rstrip("/") + path, body, bearer=admin_token, context=context)

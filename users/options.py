@@ -11,13 +11,16 @@ from dataclasses import dataclass, fields
 
 from locust import events
 
-from agentws.protocol import BACKOFF_BASE_MS, BACKOFF_CAP_MS, WS_PATH
+#: The client's backoff defaults (full jitter): 500 ms doubling to 20 s at most.
+BACKOFF_BASE_MS = 500
+BACKOFF_CAP_MS = 20_000
 
 
 @dataclass(frozen=True)
 class Settings:
     # connection
-    ws_path: str = WS_PATH
+    protocol: str = ""  #: a built-in adapter's name or module:Class (users/protocols); "": the target's, or agentws
+    ws_path: str = ""  #: "" -> the protocol's own path
     token_url: str = ""  #: "" -> host + /auth/token
     token_ttl_s: float = 300.0
     admin_token: str = ""
@@ -106,7 +109,12 @@ def _add_arguments(parser) -> None:
         dest = name.removeprefix("--").replace("-", "_")
         parser.add_argument(name, type=type_, default=getattr(d, dest), help=help_, include_in_web_ui=True, **kw)
 
-    arg("--ws-path", str, "path of the WebSocket endpoint on the host")
+    arg(
+        "--protocol",
+        str,
+        "the backend's session protocol: agentws, or module:Class of your adapter (default: the --target's)",
+    )
+    arg("--ws-path", str, "path (and query) of the WebSocket endpoint on the host (default: the protocol's)")
     arg("--token-url", str, "token endpoint (default: host + /auth/token)")
     arg("--token-ttl-s", float, "lifetime asked for each token")
     arg("--admin-token", str, "bearer token for /admin/notify", is_secret=True)

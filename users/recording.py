@@ -15,13 +15,14 @@ from typing import NamedTuple
 
 from locust.event import EventHook
 
-from agentws.events import EVENT_COLUMNS, Kind
+from contract.events import EVENT_COLUMNS, Kind
 
 
 class ProtocolEvent(NamedTuple):
     ts: float
     worker: str
     user: str
+    role: str
     session: str
     kind: str
     ok: int
@@ -29,10 +30,14 @@ class ProtocolEvent(NamedTuple):
     agent: str
     seq: int | None
     code: str
+    reason: str
     detail: str
+    idle_timeout_ms: float | None
+    retry_after_ms: float | None
+    note: str
 
 
-assert ProtocolEvent._fields == EVENT_COLUMNS, "ProtocolEvent must match agentws.events.EVENT_COLUMNS"
+assert ProtocolEvent._fields == EVENT_COLUMNS, "ProtocolEvent must match contract.events.EVENT_COLUMNS"
 
 
 def protocol_events(environment) -> EventHook:
@@ -48,16 +53,26 @@ def emit(
     kind: Kind,
     *,
     user: str,
+    role: str = "",
     session: str = "",
     ok: bool = True,
     latency_ms: float | None = None,
     agent: str = "",
     seq: int | None = None,
     code: int | str = "",
+    reason: str = "",
     detail: str = "",
+    idle_timeout_ms: float | None = None,
+    retry_after_ms: float | None = None,
+    note: str = "",
 ) -> ProtocolEvent:
-    """Record one protocol event. ``detail`` must be templated text: no ids, no timestamps."""
-    event = ProtocolEvent(time.time(), "", user, session, str(kind), int(ok), latency_ms, agent, seq, str(code), detail)
+    """Record one protocol event. ``detail`` is a :class:`~contract.events.Detail` (or ""); ``note`` templated
+    text for people: no ids, no timestamps."""
+    # kind, reason and detail are str enums (or ""): kept as they are, a str copy per event costs CPU
+    event = ProtocolEvent(
+        time.time(), "", user, role, session, kind, int(ok), latency_ms, agent, seq,
+        code if type(code) is str else str(code), reason, detail, idle_timeout_ms, retry_after_ms, note,
+    )  # fmt: skip
     protocol_events(environment).fire(event=event)
     return event
 

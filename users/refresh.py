@@ -7,9 +7,10 @@ from time import time
 
 from locust import constant, task
 
-from agentws.events import Kind
+from contract.events import Detail, Kind, Role
 
 from .base import AgentUser
+from .protocols.base import Capability
 
 #: A connection the server ends this soon after a refresh counts as broken by it.
 BROKEN_BY_REFRESH_S = 1.0
@@ -27,6 +28,8 @@ class TokenRefreshUser(AgentUser):
     """
 
     wait_time = constant(0)
+    role = Role.REFRESH
+    needs = frozenset({Capability.REFRESH, Capability.STREAM})
 
     def on_start(self) -> None:
         self.lets_token_expire = random.random() < self.settings.refresh_expire_share
@@ -80,11 +83,11 @@ class TokenRefreshUser(AgentUser):
             return
         self.refreshed_at = None
         if 0 <= lost.at - refreshed_at < BROKEN_BY_REFRESH_S:
-            self.note(Kind.REFRESH, False, code=lost.code, detail="connection closed after refresh")
+            self.note(Kind.REFRESH, False, code=lost.code, detail=Detail.CLOSED_AFTER_REFRESH)
 
     def wait_for_expiry(self) -> None:
         """Let the token run out: ``refresh_required``, then the 4002 close (both recorded by the client)."""
         client = self.client
         if client.pump(max(0.0, client.token_exp - time()) + EXPIRY_ENFORCED_WITHIN_S):
-            self.note(Kind.REFRESH_REQUIRED, False, detail="token expiry not enforced")
-            client.abort("expiry_not_enforced")
+            self.note(Kind.REFRESH_REQUIRED, False, detail=Detail.EXPIRY_NOT_ENFORCED)
+            client.abort(Detail.EXPIRY_ABORT)

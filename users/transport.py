@@ -1,6 +1,8 @@
-"""A WebSocket client connection on a gevent socket: open, send text, receive text, close, abort.
+"""A WebSocket client connection on a gevent socket: open, send and receive messages, close, abort.
 
-The caller's greenlet does the reading (:meth:`WebSocket.recv_text` with a
+Messages go both ways as text (``str``) or binary (``bytes``): a protocol adapter
+decides which (agentws/1 and Socket.IO speak text, MQTT binary).
+The caller's greenlet does the reading (:meth:`WebSocket.recv` with a
 timeout); nothing here spawns a greenlet, so nothing outlives the socket.
 ``wss`` uses one :class:`ssl.SSLContext` per process (:func:`shared_ssl_context`):
 building a context per connection costs more CPU than the handshake itself.
@@ -18,6 +20,7 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 
 from .frames import (
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -184,8 +187,12 @@ class WebSocket:
         return cls(sock, FrameReader(upgrade.rest), upgrade.subprotocol)
 
     # -- sending ------------------------------------------------------------------
-    def send_text(self, text: str) -> None:
-        self._send(encode_frame(OP_TEXT, text.encode()))
+    def send(self, message: str | bytes) -> None:
+        """One message: a text frame for ``str``, a binary frame for ``bytes``."""
+        if type(message) is str:
+            self._send(encode_frame(OP_TEXT, message.encode()))
+        else:
+            self._send(encode_frame(OP_BINARY, bytes(message)))
 
     def _send(self, data: bytes) -> None:
         if self.closed:
@@ -197,8 +204,8 @@ class WebSocket:
             raise Closed(ABNORMAL, "send failed", clean=False) from None
 
     # -- receiving ----------------------------------------------------------------
-    def recv_text(self, timeout: float | None) -> str | None:
-        """The next text message, or None when ``timeout`` passes first.
+    def recv(self, timeout: float | None) -> str | bytes | None:
+        """The next message, text (``str``) or binary (``bytes``), or None when ``timeout`` passes first.
 
         Pings are answered here; a close frame is answered and raises :class:`Closed`.
         """
@@ -212,13 +219,15 @@ class WebSocket:
             if msg is not None:
                 if msg.opcode == OP_TEXT:
                     return msg.payload.decode("utf-8", "replace")
+                if msg.opcode == OP_BINARY:
+                    return msg.payload
                 if msg.opcode == OP_PING:
                     self._send(encode_frame(OP_PONG, msg.payload))
                 elif msg.opcode == OP_CLOSE:
                     code, reason = parse_close(msg.payload)
                     self._answer_close(code)
                     raise Closed(code if code is not None else NO_STATUS, reason)
-                continue  # pongs and binary frames: nothing for agentws/1
+                continue  # a pong: RFC 6455's own keepalive, not the protocol's heartbeat
             if self.closed:
                 raise Closed(ABNORMAL, "already closed", clean=False)
             self.sock.settimeout(timeout)
@@ -243,7 +252,7 @@ class WebSocket:
             self._send(encode_close(code))
             deadline = monotonic() + timeout
             while (left := deadline - monotonic()) > 0:
-                if self.recv_text(left) is None:
+                if self.recv(left) is None:
                     break
         except Closed as closed:
             return closed.code

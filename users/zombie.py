@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from locust import constant, task
 
-from agentws.events import Kind
+from contract.events import Detail, Kind, Role
 
 from .base import AgentUser
 
@@ -20,6 +20,7 @@ class ZombieUser(AgentUser):
     """
 
     wait_time = constant(0)
+    role = Role.ZOMBIE
     keepalive = False
 
     @task
@@ -30,5 +31,5 @@ class ZombieUser(AgentUser):
         silent_since = client.last_sent
         if client.pump(self.settings.zombie_max_wait_s):
             waited_ms = (self.now() - silent_since) * 1000
-            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail="not reaped within the wait")
-            client.abort("zombie_gave_up")
+            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail=Detail.NOT_REAPED)
+            client.abort(Detail.ZOMBIE_GAVE_UP)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from agentws.events import Kind
+from contract.events import RESUMED_DETAILS, Detail, Kind
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, inconclusive, utc
 
 NAME = "duplicate-agent"
 
-#: Welcome detail of a resume that came back with another agent id (users/session_state.py).
-AGENT_CHANGED = "resumed:agent_changed"
+#: The open detail of a resume that came back with another identity.
+AGENT_CHANGED = Detail.RESUMED_AGENT_CHANGED
 
 
 def resumes(events: pd.DataFrame) -> pd.DataFrame:
     """Welcomes answering a resume (kept or not)."""
-    return events[(events["kind"] == Kind.WELCOME) & events["detail"].str.startswith("resumed")]
+    return events[(events["kind"] == Kind.WELCOME) & events["detail"].isin(RESUMED_DETAILS)]
 
 
 def backend_duplicates(server_stats: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from agentws.events import Kind
+from contract.events import Detail, Kind
 
 from ..rundir import Run
 from ..stats import Quantile, min_samples_for_upper_bound, quantile
@@ -14,9 +14,10 @@ from .causes import BRIEF_GAPS, UNPLANNED, restart_windows
 from .lateness import describe, measured_late, process_of, stretches_of
 
 NAME = "reconnect-latency"
+PLANNED_GAPS = (Detail.PLANNED_GAP_BRIEF, Detail.PLANNED_GAP_MEDIUM, Detail.PLANNED_GAP_EXTENDED)
 
 #: A failed reconnect the client chose not to retry (a close code that says stop): not a latency.
-NOT_RETRIED = "stopped by close code"
+NOT_RETRIED = Detail.STOPPED_BY_CLOSE
 
 
 def reconnects(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
@@ -40,7 +41,7 @@ def reconnects(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -
     for down, settled in restarts:
         in_restart |= rec["ts"].between(down, settled).to_numpy()
     rec["cause"] = np.select(
-        [in_restart, gap.isin(BRIEF_GAPS), gap.isin(UNPLANNED), gap.str.startswith("planned_gap")],
+        [in_restart, gap.isin(BRIEF_GAPS), gap.isin(UNPLANNED), gap.isin(PLANNED_GAPS)],
         ["restart", "brief", "unplanned", "planned"],
         "unknown",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from agentws.events import Kind
+from contract.events import Kind
 
 from ..rundir import Run
 from ..stats import judge_growth, trend
@@ -107,7 +107,10 @@ def judge(run: Run, th: dict) -> Verdict:
        held; what the heap still holds at the end is;
     3. **return to baseline**: after the drain, open fds above the baseline by
        more than ``fd_slack``, threads by more than ``thread_slack``, or more than
-       ``max_close_wait`` CLOSE_WAIT sockets.
+       ``max_close_wait`` CLOSE_WAIT sockets, and not still falling (a count that
+       fell during the drain and is still above at its end is a backend still
+       letting go, on a busy machine or a slow runtime: inconclusive, lengthen
+       ``--drain``; a count that stays up is held).
 
     Inconclusive, never pass: a window shorter than ``min_window_s`` in which
     growth is seen (rules 1's first two conditions, on RSS or on the heap's floor)
@@ -312,13 +315,27 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
             f"{held / MIB:.1f} MiB still held after the drain: {share:.1%} of the "
             f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {th['max_held_share']:.0%})"
         )
-    if last["num_fds"] - base["num_fds"] > th["fd_slack"]:
-        findings.append(f"{last['num_fds'] - base['num_fds']:.0f} more open fds after the drain than before the load")
-    if last["num_threads"] - base["num_threads"] > th["thread_slack"]:
-        findings.append(f"{last['num_threads'] - base['num_threads']:.0f} more threads after the drain")
-    if last["tcp_close_wait"] > th["max_close_wait"]:
-        findings.append(f"{last['tcp_close_wait']:.0f} sockets left in CLOSE_WAIT after the drain")
-    return {"findings": findings, "missing": [], "figures": figures}
+    unsettled = []
+    for column, slack, what in (
+        ("num_fds", th["fd_slack"], "more open fds after the drain than before the load"),
+        ("num_threads", th["thread_slack"], "more threads after the drain"),
+        ("tcp_close_wait", None, "sockets left in CLOSE_WAIT after the drain"),
+    ):
+        above = last[column] - (base[column] if slack is not None else 0)
+        if above <= (slack if slack is not None else th["max_close_wait"]):
+            continue
+        if _still_falling(drained[column]):
+            unsettled.append(f"{column} still falling at the end of the drain ({above:.0f} {what}): a longer --drain")
+        else:
+            findings.append(f"{above:.0f} {what}")
+    figures["unsettled_after_drain"] = unsettled
+    return {"findings": findings, "missing": unsettled, "figures": figures}
+
+
+def _still_falling(values: pd.Series) -> bool:
+    """The backend was still letting go when the drain ended: its last sample below the drain's first."""
+    values = values.dropna()
+    return len(values) >= 2 and float(values.iloc[-1]) < float(values.iloc[0])
 
 
 def _heap_headroom(proc: pd.DataFrame, start: float, end: float, th: dict) -> float | None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from agentws.events import Kind
-from agentws.protocol import DEFAULT_HB_INTERVAL_MS, IDLE_TIMEOUT_FACTOR, Close
+from contract.events import CloseReason, Kind, Role
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, inconclusive, skipped
@@ -15,38 +14,33 @@ from .messages import ran
 
 ZOMBIE = "zombie"
 REFRESH = "refresh"
-ZOMBIE_USER = "ZombieUser"
-REFRESH_USER = "TokenRefreshUser"
-REAPED = str(int(Close.HEARTBEAT_TIMEOUT))
 #: A refresh failure this soon after its process was late may be the generator's doing (a reply read late,
 #: a token not refreshed in time while stopped): the client's reply timeout and expiry wait fit inside it.
 REFRESH_LOOKBACK_S = 10.0
 
 
 def live_clients_reaped(events: pd.DataFrame) -> pd.DataFrame:
-    """4001 closes sent to users other than ZombieUser: every other user heartbeats while it waits on
-    its socket (users/client.py ``keepalive``), so the backend reaped a live client."""
-    return events[(events["cls"] != ZOMBIE_USER) & (events["kind"] == Kind.CLOSE) & (events["code"] == REAPED)]
+    """Idle reaps of users not in the zombie role: every other user heartbeats (or answers the server's
+    pings) while it waits on its socket (users/client.py ``keepalive``), so the backend reaped a live client."""
+    reaped = (events["kind"] == Kind.CLOSE) & (events["reason"] == CloseReason.IDLE_REAPED)
+    return events[reaped & (events["role"] != Role.ZOMBIE)]
 
 
 def zombie_rounds(events: pd.DataFrame) -> pd.DataFrame:
-    """Each ZombieUser round's end: the backend's close (ok=1) or the client giving up (ok=0).
-
-    ``bound_ms``: the backend's announced ``idle_timeout_ms`` (sent with the close's detail).
-    """
-    rounds = events[(events["cls"] == ZOMBIE_USER) & (events["kind"] == Kind.CLOSE)].copy()
-    idle = rounds["detail"].astype(str).str.extract(r"idle_timeout_ms=(\d+)", expand=False)
-    rounds["idle_timeout_ms"] = pd.to_numeric(idle, errors="coerce")
-    return rounds
+    """Each zombie round's end: the backend's close (ok=1) or the client giving up (ok=0); a reap carries
+    the server's announced ``idle_timeout_ms``."""
+    return events[(events["role"] == Role.ZOMBIE) & (events["kind"] == Kind.CLOSE)]
 
 
 def judge_zombie(run: Run, th: dict) -> Verdict:
-    """Every silent socket (a ZombieUser after ``hello``) is closed with 4001
-    within the backend's ``idle_timeout_ms`` (announced in ``welcome``) plus
+    """Every silent socket (a zombie-role user after its session opened) is closed as idle (reason
+    ``idle_reaped``) within the backend's ``idle_timeout_ms`` (as the protocol announced it) plus
     ``grace_ms``, measured from the client's last frame. Fails on a zombie left
-    open (``close`` ok=0: never reaped within the client's wait), closed with
-    another code, reaped too late, or a 4001 sent to any other user (a live
-    client reaped: every other user heartbeats), with or without ZombieUsers.
+    open (``close`` ok=0: never reaped within the client's wait), reaped too late,
+    or an idle reap of any other user (a live client reaped: every other user
+    heartbeats), with or without zombies. Zombies closed for another reason are
+    counted, not failed. Inconclusive when the protocol announced no idle timeout
+    and ``reap_max_ms`` is not set: there is no bound to judge against.
 
     The generator's own silence is not the backend's fault: a zombie round
     whose wait overlaps a stretch where its Locust process was late, and a live
@@ -63,12 +57,10 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     rounds = zombie_rounds(ev)
     live_reaped = live_clients_reaped(ev)
     if rounds.empty and live_reaped.empty:
-        if not ran(run, ZOMBIE_USER):
-            return skipped(ZOMBIE, f"no {ZOMBIE_USER} in this run")
+        if not ran(run, Role.ZOMBIE):
+            return skipped(ZOMBIE, "no zombie user in this run")
         return inconclusive(ZOMBIE, "no zombie round ended during the run (run shorter than the idle timeout?)")
     idle = rounds["idle_timeout_ms"].max()
-    if pd.isna(idle):
-        idle = _embedded_idle_timeout(run)
     bound = th["reap_max_ms"] or (idle + th["grace_ms"] if pd.notna(idle) else None)
     stretches = stretches_of(run, th_all)
     round_late = measured_late(
@@ -80,9 +72,10 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     )
     set_aside = pd.concat([rounds[round_late], live_reaped[reaped_late_gen]]).sort_values("ts")
     rounds, live_reaped = rounds[~round_late], live_reaped[~reaped_late_gen]
-    reaped = rounds[(rounds["ok"] == 1) & (rounds["code"] == REAPED)]
+    is_reap = rounds["reason"] == CloseReason.IDLE_REAPED
+    reaped = rounds[(rounds["ok"] == 1) & is_reap]
     never = rounds[rounds["ok"] == 0]
-    other = rounds[(rounds["ok"] == 1) & (rounds["code"] != REAPED)]
+    other = rounds[(rounds["ok"] == 1) & ~is_reap]
     late = reaped[reaped["latency_ms"] > bound] if bound is not None else reaped.iloc[:0]
     failures = pd.concat([never, late, live_reaped]).sort_values("ts")
     figure = float(reaped["latency_ms"].max()) if len(reaped) else None
@@ -107,7 +100,7 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
             "reaped": len(reaped),
             "never_reaped": len(never),
             "reaped_late": len(late),
-            "closed_otherwise": {str(c): int(n) for c, n in other["code"].value_counts().items() if n},
+            "closed_otherwise": {str(c): int(n) for c, n in other["reason"].value_counts().items() if n},
             "live_clients_reaped": len(live_reaped),
             "set_aside_generator_late": len(set_aside),
             "idle_timeout_ms": idle,
@@ -126,13 +119,15 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     if generator:
         return inconclusive(ZOMBIE, f"no failure measured on time, but {generator}", **figures)
     if reaped.empty:
-        return inconclusive(ZOMBIE, "no zombie was closed with 4001 (only other closes)", **figures)
+        return inconclusive(ZOMBIE, "no zombie was reaped as idle (only closes for other reasons)", **figures)
     if bound is None:
-        return inconclusive(ZOMBIE, "the backend's idle timeout is unknown: set zombie.reap_max_ms", **figures)
+        return inconclusive(
+            ZOMBIE, "the protocol announced no idle timeout to judge the reaps by: set zombie.reap_max_ms", **figures
+        )
     return Verdict(
         ZOMBIE,
         Status.PASS,
-        f"{len(reaped)} zombies reaped with 4001, slowest {figure:.0f} ms <= {bound:.0f} ms",
+        f"{len(reaped)} zombies reaped as idle, slowest {figure:.0f} ms <= {bound:.0f} ms",
         **figures,
     )
 
@@ -140,20 +135,10 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
 def _set_aside(rows: pd.DataFrame) -> list[str]:
     return [
         "zombie round measured while the generator was late"
-        if cls == ZOMBIE_USER
+        if role == Role.ZOMBIE
         else "live client reaped while its process was late: the generator's silence"
-        for cls in rows["cls"]
+        for role in rows["role"]
     ]
-
-
-def _embedded_idle_timeout(run: Run) -> float:
-    """The embedded backend's idle timeout from its command line (runs recorded before clients sent it)."""
-    if not (run.meta.get("backend") or {}).get("embedded"):
-        return float("nan")
-    args = run.backend_args
-    if "--idle-timeout-ms" in args:
-        return float(args["--idle-timeout-ms"])
-    return float(args.get("--hb-interval-ms", DEFAULT_HB_INTERVAL_MS)) * IDLE_TIMEOUT_FACTOR
 
 
 def _why(failures: pd.DataFrame, never: pd.DataFrame, late: pd.DataFrame) -> list[str]:
@@ -171,13 +156,13 @@ def _backend_reaped(run: Run) -> float | None:
 
 
 def refresh_failures(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
-    """Refreshes unanswered (any user's) or followed by a close, unenforced expiry and seq gaps (TokenRefreshUsers').
+    """Refreshes unanswered (any user's) or followed by a close, unenforced expiry and seq gaps (refresh users').
 
     A close during a backend restart (``restarts``: (down, settled) windows) is the
     restart's doing, not the refresh's: the restart verdict judges it.
     """
     kind, failed_event = events["kind"], events["ok"] == 0
-    probe = events["cls"] == REFRESH_USER  # what it must see after a refresh or at expiry is known
+    probe = events["role"] == Role.REFRESH  # what it must see after a refresh or at expiry is known
     failed = (kind == Kind.REFRESH) & failed_event
     failed |= probe & (((kind == Kind.REFRESH_REQUIRED) & failed_event) | (kind == Kind.CHUNK_GAP))
     for down, settled in restarts:
@@ -186,11 +171,11 @@ def refresh_failures(events: pd.DataFrame, restarts: list[tuple[float, float]] =
 
 
 def judge_refresh(run: Run, th: dict) -> Verdict:
-    """Every ``refresh`` over the open socket is answered with ``refreshed``, and
-    none is followed by a close or a seq gap on that socket; a token left to
-    expire is closed with 4002 after the grace (``refresh_required`` ok=0 when
-    it was not). Judged on every user's refreshes (HeartbeatUsers answer
-    ``refresh_required`` with one) and on what TokenRefreshUsers see after them.
+    """Every refresh over the open socket is answered, and none is followed by
+    a close or a seq gap on that socket; credentials left to expire are closed
+    (reason ``credentials_expired``) after the grace (``refresh_required`` ok=0
+    when they were not). Judged on every user's refreshes (heartbeat users answer
+    "credentials expiring" with one) and on what refresh users see after them.
 
     A failure within :data:`REFRESH_LOOKBACK_S` after its Locust process was
     late (an answer it could not read in time, a token it could not refresh
@@ -222,8 +207,8 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
             "answered": answered,
             "by_detail": {str(d): int(n) for d, n in failures["detail"].value_counts().items() if n},
             "set_aside_generator_late": len(set_aside),
-            "expiry_closes_4002": int(
-                ((ev["kind"] == Kind.CLOSE) & (ev["code"] == str(int(Close.TOKEN_EXPIRED)))).sum()
+            "expiry_closes": int(
+                ((ev["kind"] == Kind.CLOSE) & (ev["reason"] == CloseReason.CREDENTIALS_EXPIRED)).sum()
             ),
         },
     )
@@ -239,8 +224,8 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
             **figures,
         )
     if refreshes.empty:
-        if not ran(run, REFRESH_USER):
-            return skipped(REFRESH, f"no {REFRESH_USER} in this run")
+        if not ran(run, Role.REFRESH):
+            return skipped(REFRESH, "no refresh user in this run")
         return inconclusive(REFRESH, "no token was refreshed (token TTL longer than the run?)", **figures)
     return Verdict(
         REFRESH, Status.PASS, f"{answered} refreshes answered on the open socket, no close or gap after any", **figures

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from agentws.events import Kind
+from contract.events import Detail, Kind, Role
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, inconclusive, skipped
 
 DELIVERY = "delivery"
 CONTEXT = "context"
-#: The user class whose traffic both verdicts are judged on.
-CONVERSATION = "ConversationUser"
-#: Welcome details of a resume that kept the agent but not its context (users/session_state.py).
-CONTEXT_CHANGED = ("resumed:turns_differ", "resumed:ctx_hash_changed")
-EXPIRED_CLEANLY = "expired cleanly"
+#: Open details of a resume that kept the identity but not its context.
+CONTEXT_CHANGED = (Detail.RESUMED_TURNS_DIFFER, Detail.RESUMED_CTX_HASH_CHANGED)
+EXPIRED_CLEANLY = Detail.EXPIRED_CLEANLY
 
 
-def ran(run: Run, cls: str) -> bool:
-    """Did any user of class ``cls`` take part (by meta.json, or by its events)?"""
-    return bool((run.meta.get("user_classes") or {}).get(cls)) or bool((run.events["cls"] == cls).any())
+def ran(run: Run, role: Role) -> bool:
+    """Did any user in ``role`` take part (by meta.json, or by its events)?"""
+    return bool((run.meta.get("roles") or {}).get(role)) or bool((run.events["role"] == role).any())
 
 
 def delivery_failures(events: pd.DataFrame) -> pd.DataFrame:
@@ -73,12 +71,12 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
         kinds = ", ".join(f"{c} {k}" for k, c in figures["details"]["by_kind"].items())
         return Verdict(DELIVERY, Status.FAIL, f"{len(failures)} delivery failure(s): {kinds}", **figures)
     if checked.empty:
-        if not ran(run, CONVERSATION):
-            return skipped(DELIVERY, f"no {CONVERSATION} in this run: no streams or pushes to check")
+        if not ran(run, Role.CONVERSATION):
+            return skipped(DELIVERY, "no conversation user in this run: no streams or pushes to check")
         return inconclusive(DELIVERY, "no stream finished and no push arrived: nothing was checked", **figures)
     d = figures["details"]
     kinds = checked["kind"]
-    pushing = ran(run, CONVERSATION)
+    pushing = ran(run, Role.CONVERSATION)
     unexercised = {
         "streams": "no streamed reply finished: replies cut off mid-stream were never checked"
         if not (kinds == Kind.STREAM_DONE).any()
@@ -87,7 +85,7 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
             "no push was sent to a detached session: the offline queue was never exercised "
             "(the users push only with an admin token: --admin-token)"
             if pushing
-            else f"pushes (no {CONVERSATION}: the offline queue is not part of this run)"
+            else "pushes (no conversation user: the offline queue is not part of this run)"
         )
         if not (kinds == Kind.NOTIFY).any()
         else "",
@@ -119,19 +117,28 @@ def judge_context(run: Run, th: dict) -> Verdict:
     failures = pd.concat([checks[checks["ok"] == 0], changed]).sort_values("ts")
     expired = int((checks["detail"] == EXPIRED_CLEANLY).sum())
     kept = int(((checks["ok"] == 1) & (checks["detail"] != EXPIRED_CLEANLY)).sum())
+    uncompared = int((checks["detail"] == Detail.IDENTITY_KEPT).sum())
     figures = dict(
         figure=len(failures),
         unit="sessions",
         threshold=limit,
         n=len(checks),
         evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "detail")),
-        details={"context_kept": kept, "expired_cleanly": expired, "welcome_context_changed": len(changed)},
+        details={
+            "context_kept": kept,
+            "history_not_compared": uncompared,
+            "expired_cleanly": expired,
+            "welcome_context_changed": len(changed),
+        },
     )
     if len(failures) > limit:
         return Verdict(CONTEXT, Status.FAIL, f"{len(failures)} session(s) came back with other context", **figures)
     if checks.empty:
-        if not ran(run, CONVERSATION):
-            return skipped(CONTEXT, f"no {CONVERSATION} in this run: no history to compare")
+        if not ran(run, Role.CONVERSATION):
+            return skipped(CONTEXT, "no conversation user in this run: no history to compare")
         return inconclusive(CONTEXT, "no session was resumed and compared", **figures)
     tail = f", {expired} expired cleanly past the window" if expired else "; no gap went past the window"
-    return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept agent, turns and history{tail}", **figures)
+    what = "agent, turns and history"
+    if uncompared:
+        what = f"agent and turns ({uncompared} without a history to compare: the protocol has none)"
+    return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept {what}{tail}", **figures)

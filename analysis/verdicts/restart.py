@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from agentws.events import Kind
+from contract.events import RESUMED_DETAILS, Detail, Kind
 
 from ..rundir import Run
 from .base import Status, Verdict, evidence_rows, skipped, utc
@@ -19,7 +19,17 @@ CUT_OFF_WITHIN_S = 5.0
 #: Clients with a session event this long before a restart held a session at it.
 ACTIVE_BEFORE_S = 10.0
 #: A planned gap past the resume window (users/conversation.py): its next session is new by design.
-EXTENDED_GAP = "planned_gap_extended"
+EXTENDED_GAP = Detail.PLANNED_GAP_EXTENDED
+
+
+def _away_past_the_window(ev: pd.DataFrame, at: float) -> set:
+    """Users whose first welcome after ``at`` ends a gap they planned past the resume window (it may have begun
+    just before the restart or just after it): their new session is by design, not the restart's doing."""
+    disconnects = ev[ev["kind"] == Kind.DISCONNECT]
+    first_back = ev[(ev["ts"] >= at) & (ev["kind"] == Kind.WELCOME)].groupby("user", observed=True)["ts"].min()
+    until = disconnects["user"].map(first_back).astype(float).fillna(at + CUT_OFF_WITHIN_S)
+    gap = disconnects[disconnects["ts"] < until].groupby("user", observed=True)["detail"].last()
+    return set(gap[gap == EXTENDED_GAP].index)
 
 
 def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame:
@@ -37,8 +47,7 @@ def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame
         & ev["ts"].between(at - 0.5, at + CUT_OFF_WITHIN_S)
     ]
     around = ev[ev["ts"].between(at - ACTIVE_BEFORE_S, at) & (ev["session"] != "")]
-    last_gone = ev[(ev["ts"] < at) & (ev["kind"] == Kind.DISCONNECT)].groupby("user", observed=True)["detail"].last()
-    expiring = set(last_gone[last_gone == EXTENDED_GAP].index) - set(cut["user"])
+    expiring = _away_past_the_window(ev, at) - set(cut["user"])
     users = pd.DataFrame({"user": sorted(set(around["user"]) - expiring)})
     users["cut_ts"] = users["user"].map(cut.groupby("user", observed=True)["ts"].min())
     users["worker"] = users["user"].map(around.groupby("user", observed=True)["worker"].last().astype(str))
@@ -49,7 +58,7 @@ def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame
     out["back_s"] = (back.reindex(out.index) - at).astype(float).where(out["cut_ts"].notna())
     out["welcome"] = welcome["detail"].astype(str).reindex(out.index)
     out["session"] = welcome["session"].astype(str).reindex(out.index)
-    out["resumed"] = out["welcome"].str.startswith("resumed")
+    out["resumed"] = out["welcome"].isin(RESUMED_DETAILS)
     soon = after[after["ts"] <= at + horizon_s]
     damaged = pd.concat(
         [

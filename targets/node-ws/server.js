@@ -18,7 +18,7 @@ function options(argv) {
     resumeWindowS: 120, tokenTtlS: 300, refreshGraceMs: 5000, maxFrameBytes: 64 * 1024 };
   const numbers = { '--port': 'port', '--hb-interval-ms': 'hbIntervalMs', '--idle-timeout-ms': 'idleTimeoutMs',
     '--resume-window-s': 'resumeWindowS', '--token-ttl-s': 'tokenTtlS', '--refresh-grace-ms': 'refreshGraceMs',
-    '--max-frame-bytes': 'maxFrameBytes' };
+    '--max-frame-bytes': 'maxFrameBytes', '--parent-pid': 'parentPid' };
   for (let i = 0; i < argv.length; i++) {
     const [name, inline] = argv[i].split('=', 2);
     if (name === '--leak') { o.leak = true; continue; }
@@ -26,7 +26,7 @@ function options(argv) {
     if (name === '--host' && value) { o.host = value; continue; }
     if (!(name in numbers) || value === undefined || !(Number(value) >= 0)) {
       console.error(`usage: node server.js [--port N] [--host ADDR] [--leak] [--hb-interval-ms N] [--idle-timeout-ms N]` +
-        ` [--resume-window-s S] [--token-ttl-s S] [--refresh-grace-ms N] [--max-frame-bytes N]; bad: ${argv[i]}`);
+        ` [--resume-window-s S] [--token-ttl-s S] [--refresh-grace-ms N] [--max-frame-bytes N] [--parent-pid N]; bad: ${argv[i]}`);
       process.exit(2);
     }
     o[numbers[name]] = Number(value);
@@ -36,6 +36,9 @@ function options(argv) {
 }
 
 const opt = options(process.argv.slice(2));
+if (opt.parentPid) { // the harness that started it is gone: do not outlive it
+  setInterval(() => { try { process.kill(opt.parentPid, 0); } catch { process.exit(0); } }, 1000).unref();
+}
 const secret = process.env.AGENTWS_JWT_SECRET || crypto.randomBytes(32).toString('hex');
 const epoch = crypto.randomBytes(4).toString('hex');
 const started = process.hrtime.bigint();

@@ -12,7 +12,7 @@ import uuid
 from locust import User, constant, events, task
 
 import harness  # noqa: F401  (the plugin under test)
-from agentws.events import Kind
+from contract.events import Kind
 from tests.locustfiles.harness_runs import secret_digest
 from users.recording import emit
 

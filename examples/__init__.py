@@ -1,0 +1,1 @@
+"""Worked examples: backends of other protocols and their adapters (docs/ADAPTERS.md)."""

@@ -1,0 +1,103 @@
+"""Targets: the backends the harness starts itself when no ``--host`` is given (``--target NAME``).
+
+A target is a program that listens on loopback, announces itself with one JSON
+line on stdout (``{"url", "pid", ...}``; an ``admin_token`` if it makes its own),
+and takes ``--host``, ``--port`` and ``--parent-pid`` (it exits when that process
+is gone). The harness starts it with its log in the run directory, restarts it
+(SIGTERM, or kill -9) on the same port, stops it, and
+samples it: psutil on its pid, and whatever it serves of ``/stats`` and ``/metrics``.
+
+| target | what | protocol |
+|---|---|---|
+| ``stub`` | the reference backend (``server_stub``), every planted fault (``--stub-fault``) | agentws |
+| ``node-ws`` | a Node.js backend on the ``ws`` library (``targets/node-ws``; ``--leak``) | agentws |
+| ``chatline`` | docs/ADAPTERS.md's example, a JSON dialect of its own (``--lose-while-away``) | its adapter |
+
+``--target-args`` passes more options to a target's own command line (the stub's
+come from the ``--stub-*`` options).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from server_stub.process import StubProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = "stub"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    summary: str
+    protocol: str  #: the ``--protocol`` it speaks (a built-in name or module:Class)
+    program: tuple[str, ...] = ()  #: its command line before the options; () for the reference backend
+    needs: tuple[str, ...] = ()  #: files (relative to the repository) it cannot start without
+    store: bool = False  #: takes ``--store`` (the reference backend's session store)
+
+    def missing(self) -> list[str]:
+        """What this machine lacks to start it: the program, or files ``bin/setup`` puts in place."""
+        lacking = [p for p in self.needs if not (ROOT / p).exists()]
+        if self.program and shutil.which(self.program[0]) is None and not Path(self.program[0]).exists():
+            lacking.insert(0, self.program[0])
+        return lacking
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target("stub", "the reference backend (server_stub, agentws/1)", "agentws", store=True),
+        Target(
+            "node-ws",
+            "a Node.js backend on the ws library (targets/node-ws)",
+            "agentws",
+            program=("node", "targets/node-ws/server.js"),
+            needs=("targets/node-ws/node_modules/ws/package.json",),
+        ),
+        Target(
+            "chatline",
+            "docs/ADAPTERS.md's example: a JSON chat dialect with a server-driven heartbeat",
+            "examples.chatline.adapter:Chatline",
+            program=(sys.executable, "examples/chatline/server.py"),
+        ),
+    )
+}
+
+
+class TargetError(ValueError):
+    """A ``--target`` that cannot be started here; the message names why."""
+
+
+def get(name: str) -> Target:
+    target = TARGETS.get(name or DEFAULT)
+    if target is None:
+        raise TargetError(f"{name!r} is not a target ({', '.join(TARGETS)}); or give --host for a running backend")
+    missing = target.missing()
+    if missing:
+        raise TargetError(f"{target.name} needs {', '.join(missing)} (bin/setup installs what the tests use)")
+    return target
+
+
+class TargetProcess(StubProcess):
+    """A target other than the reference backend, run like it: own process group, ready line, same port on restart."""
+
+    def __init__(self, target: Target, *args: str, log_path: Path) -> None:
+        super().__init__(*args, log_path=log_path)
+        self.target = target
+
+    def command(self, args: list[str]) -> list[str]:
+        return [*self.target.program, *args, "--parent-pid", str(os.getpid())]
+
+    def start(self, timeout: float = 15.0) -> TargetProcess:
+        super().start(timeout)
+        self.admin_token = str(self.info.get("admin_token") or self.admin_token)
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.info.get("ws_url") or "")
