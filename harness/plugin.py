@@ -156,6 +156,8 @@ class Run:
         if not self.options.headless:
             self._apply_scenario_from_form()
             self._apply_backend_settings_from_form()
+            if not self._protocol_from_form(environment):
+                return
         self.dir.meta.setdefault("test_starts_utc", []).append(time.time())
         self.dir.meta["host"] = environment.host
         self.dir.save()
@@ -190,6 +192,20 @@ class Run:
         if self.backend.reconfigure(options.target_args(self.options), self.options.stub_fault or []):
             self.environment.host = self.backend.url
             self.dir.meta["backend"] = self.backend.describe()
+
+    def _protocol_from_form(self, environment) -> bool:
+        """A --protocol typed in the web UI's form, checked before any user speaks it: refused, the test stops."""
+        opts = self.options
+        if not opts.protocol:
+            opts.protocol = self.dir.meta["protocol"]["spec"]
+        try:
+            adapter = options.validate_protocol(opts, environment.locustfile, environment.user_classes)
+        except options.OptionError as e:
+            logger.error("%s: the test is stopped before any user starts", e)
+            gevent.spawn(environment.runner.stop)
+            return False
+        self.dir.meta["protocol"] = {"name": adapter.name, "spec": opts.protocol}
+        return True
 
     def _on_test_stop(self, environment, **_) -> None:
         # The analysis takes the load phase to end here and the drain to follow.

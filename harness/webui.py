@@ -4,11 +4,11 @@ Locust's React UI has one extension point for a tab: ``template_args["extended_t
 ``["extended_tables"]`` name the tab and its columns, and its rows travel in the ``extended_stats``
 of each ``/stats/requests`` answer, which the UI polls every 2 s while a test runs. So:
 
-* :class:`harness.live.Live` keeps what the master sees, small: the last telemetry round (backend RSS,
-  ``/stats``), counters of the protocol events as the recorder writes them, a reservoir of
-  reconnect latencies and the backend's RSS history. :meth:`ResilienceTab.rows` turns them into
-  the tab's rows, each verdict *provisional*, judged with the analysis's own functions and
-  thresholds on what has arrived so far.
+* :class:`harness.live.Live` keeps a few figures of what the master sees: the last telemetry round
+  (backend RSS, ``/stats``), events/s and a reservoir of reconnect latencies. The verdict rows come
+  from :class:`harness.live.SoFar`: the analysis itself, run every few seconds while a test runs on
+  the run directory as recorded so far (``python -m analysis RUN_DIR --so-far FILE``, a child
+  process), each verdict marked *so far*. The tab has no copy of the verdicts' rules.
 * When a test stops in the web UI (not at quit), :class:`Analysis` waits for the workers' last
   events and ``--drain`` seconds of telemetry, flushes the CSV files and runs ``python -m analysis``
   on the run directory. The directory is still open (``meta.json`` says ``complete: false``), so
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import gevent
 from flask import Blueprint, jsonify, request, send_file, send_from_directory
+from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from analysis import thresholds as analysis_thresholds
 
 from . import verdicts
-from .live import MIB, RESERVOIR, WAITING, Live, Provisional, as_number, show
+from .live import MIB, RESERVOIR, WAITING, Live, SoFar, as_number, show
 from .recorder import MasterRecorder
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class ResilienceTab:
         self.th = analysis_thresholds.load(getattr(run.options, "thresholds", None) or None)
         self.live = Live(self.th, lambda: run.backend.restarts if run.backend is not None else [])
         self.analysis = Analysis(run)
+        self.so_far = SoFar(run)
         self._rows: list[dict] = []
         self._rows_at = -math.inf
         run.telemetry.observers.append(self.live.observe_sample)
@@ -152,9 +154,11 @@ class ResilienceTab:
     # -- listeners ------------------------------------------------------------------
     def _on_test_start(self, **_) -> None:
         self.analysis.reset()
+        self.so_far.reset()
         self._rows_at = -math.inf
 
     def _on_test_stop(self, **_) -> None:
+        self.so_far.cancel()
         if self.run.closed:
             return  # quitting: the run closes its directory (and analyses it with --verdicts)
         self.analysis.start()
@@ -163,6 +167,7 @@ class ResilienceTab:
     def close(self) -> None:
         """The run is closing: nothing from here may still write into its directory."""
         self.analysis.cancel("Locust quit")
+        self.so_far.close()
 
     # -- the web UI -----------------------------------------------------------------
     def _extend(self, web_ui) -> None:
@@ -266,10 +271,11 @@ class ResilienceTab:
                 )
                 for v in self.analysis.result["verdicts"]
             ]
-        judged = Provisional(self.live, self.th, self.run).judge_all()
+        if self.run.environment.runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            self.so_far.poke()
         return [
-            _row(name, figure, status if status == WAITING else f"{status} (provisional)", threshold, n, why)
-            for name, (status, figure, threshold, n, why) in judged.items()
+            _row(name, figure, status if status == WAITING else f"{status} (so far)", threshold, n, why)
+            for name, status, figure, threshold, n, why in self.so_far.rows()
         ]
 
     def _analysis_row(self) -> dict:

@@ -17,6 +17,7 @@ import pytest
 from contract.events import CloseReason, Detail, Kind
 from examples.chatline.adapter import Chatline
 from tests.locustfiles.harness_runs import ROOT, only_run, start_locust
+from tests.locustfiles.verdict_runs import assert_generator_fit
 from users.protocols import load
 from users.protocols.base import Credentials, Opened, Send
 
@@ -57,7 +58,7 @@ def test_chatline_frames_become_observations():
 
 
 # -- real runs ---------------------------------------------------------------------------------
-def judged_run(tmp_path: Path, *server_args: str) -> dict[str, dict]:
+def judged_run(tmp_path: Path, *server_args: str) -> tuple[Path, dict[str, dict]]:
     """``--target chatline``: the harness starts the example server itself, its protocol the target's adapter."""
     log = tmp_path / "locust.log"
     proc = start_locust(
@@ -77,7 +78,7 @@ def judged_run(tmp_path: Path, *server_args: str) -> dict[str, dict]:
     meta = json.loads((run / "meta.json").read_text())
     assert meta["protocol"]["name"] == "chatline" and meta["target"] == "chatline", meta.get("protocol")
     assert meta["format"] == 2 and meta["backend"]["target"] == "chatline", meta["backend"]
-    return {v["name"]: v for v in json.loads((run / "verdicts.json").read_text())["verdicts"]}
+    return run, {v["name"]: v for v in json.loads((run / "verdicts.json").read_text())["verdicts"]}
 
 
 def story(verdicts: dict[str, dict]) -> str:
@@ -86,16 +87,20 @@ def story(verdicts: dict[str, dict]) -> str:
 
 @pytest.mark.timeout(240)
 def test_the_clean_chatline_server_passes_what_the_run_exercises(tmp_path):
-    verdicts = judged_run(tmp_path)
-    for name in ("delivery", "context", "zombie", "refresh"):
+    run, verdicts = judged_run(tmp_path)
+    assert_generator_fit(run)
+    for name in ("delivery", "zombie", "refresh"):
         assert verdicts[name]["status"] == "pass", story(verdicts)
+    # chatline has no history to ask for: context cannot pass on identity and turns alone
+    assert verdicts["context"]["status"] == "inconclusive", story(verdicts)
+    assert "no history was compared" in verdicts["context"]["summary"], story(verdicts)
     assert "fail" not in {v["status"] for v in verdicts.values()}, story(verdicts)
     assert "pushes once each in order" in verdicts["delivery"]["summary"], story(verdicts)
 
 
 @pytest.mark.timeout(240)
 def test_a_push_lost_while_the_client_is_away_fails_delivery(tmp_path):
-    verdicts = judged_run(tmp_path, "--lose-while-away")
+    _, verdicts = judged_run(tmp_path, "--lose-while-away")
     delivery = verdicts["delivery"]
     assert delivery["status"] == "fail", story(verdicts)
     assert any("push missing after resume" in str(e) for e in delivery["evidence"]), delivery["evidence"]

@@ -58,6 +58,25 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
     check_exports(run)
 
 
+def test_a_protocol_typed_in_the_web_ui_that_cannot_load_stops_the_test_naming_it(tmp_path):
+    """The form's --protocol is checked when the test starts, before a user speaks it: a bad one is named in
+    the log, the test stops and is not recorded as a test of the run."""
+    root, port = tmp_path / "runs", free_port()
+    log = tmp_path / "locust.log"
+    web = f"http://127.0.0.1:{port}"
+    with locust_running(
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(root), log=log
+    ) as proc:  # fmt: skip
+        wait_for(lambda: http_up(web + "/"), 20, "the web UI")
+        host = meta(only_run(root))["host"]
+        _post(web + "/swarm", {"user_count": 2, "spawn_rate": 2, "host": host, "protocol": "no_such_module:X"})
+        wait_for(lambda: "the test is stopped before any user starts" in log.read_text(), 10, "the refusal")
+        stop(proc)
+    out = log.read_text()
+    assert "--protocol: 'no_such_module:X': module 'no_such_module' did not load" in out, out[-3000:]
+    assert not meta(only_run(root)).get("test_starts_utc"), out[-3000:]
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [
@@ -66,6 +85,11 @@ def test_run_started_and_stopped_through_the_web_ui(tmp_path):
         (["--stub-resume-window", "0"], "--stub-resume-window"),
         (["--host", "http://127.0.0.1:9", "--server-pid", "999999999"], "--server-pid"),
         (["--run-dir", "{file}/runs"], "--run-dir"),
+        (["--target", "no-such-target"], "--target: 'no-such-target' is not a target"),
+        (["--target", "chatline", "--host", "http://127.0.0.1:9"], "--target: starts a backend of its own"),
+        (["--target", "chatline", "--stub-fault", "leak"], "--stub-fault: plants faults in the reference backend"),
+        (["--protocol", "mqtt"], "--protocol: 'mqtt': not a built-in protocol"),
+        (["--protocol", "no_such_module:Adapter"], "did not load: ModuleNotFoundError"),
     ],
 )
 def test_bad_option_values_are_refused_before_any_load(tmp_path, args, option):

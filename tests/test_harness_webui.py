@@ -1,36 +1,45 @@
-"""The Resilience tab's live figures and provisional verdicts, fed in-process (the browser test drives the real UI)."""
+"""The Resilience tab in-process: its live figures, and its verdicts so far, which are the analysis's own
+(the browser test drives the real UI)."""
 
 from __future__ import annotations
 
-import time
+import json
 from types import SimpleNamespace
 
 from analysis import thresholds
-from harness.live import RESERVOIR, WAITING, Live, Provisional, Reservoir
-
-ROLES = {"Flapping": "flapping", "Heartbeat": "heartbeat", "Zombie": "zombie", "TokenRefresh": "refresh"}
-
-
-def _event(user, kind, ok=1, latency_ms=None, code="", detail="", ts=0.0, reason="", idle=None):
-    """A row of events.csv (format 2), its role from the user's class name."""
-    role = ROLES.get(user.partition("User")[0], "conversation")
-    session = "s-" + user
-    return (ts, "local", user, role, session, kind, ok, latency_ms, "a1", None, code, reason, detail, idle, None, "")
+from analysis.rundir import load
+from analysis.verdicts import judge_all
+from harness.live import RESERVOIR, WAITING, Live, Reservoir, SoFar
+from tests.synthetic_run import write_run
 
 
-def _run(starts=(0.0,), stops=()):
-    return SimpleNamespace(
-        dir=SimpleNamespace(meta={"test_starts_utc": list(starts), "test_stops_utc": list(stops)}),
-        backend=None,
-        recorder=None,
+def _event(user, kind, ok=1, latency_ms=None, detail="", ts=0.0):
+    """A row of events.csv (format 2)."""
+    return (
+        ts,
+        "local",
+        user,
+        "flapping",
+        "s-" + user,
+        kind,
+        ok,
+        latency_ms,
+        "a1",
+        None,
+        "",
+        "",
+        detail,
+        None,
+        None,
+        "",
     )
 
 
-def _sample(live: Live, ts: float, rss: float, **stats) -> None:
+def _sample(live: Live, ts: float, **stats) -> None:
     live.observe_sample(
         {
             "ts": ts,
-            "backend": {"pid": 7, "rss_bytes": rss},
+            "backend": {"pid": 7, "rss_bytes": 50e6},
             "locust": [{"source": "local", "cpu_percent": 12.0}],
             "stats": {"pid": 7, "connections": 10, **stats},
             "stats_error": "",
@@ -46,90 +55,28 @@ def test_reservoir_is_bounded_and_counts_everything():
     assert max(r.values) > 5_000  # a sample of the whole stream, not its first 100
 
 
-def test_a_clean_stream_passes_so_far():
-    th = thresholds.load()
-    live = Live(th)
-    rows = []
-    for n in range(40):
-        user = f"FlappingUser-1-{n}"
-        rows += [
-            _event(user, "disconnect", detail="flap_close"),
-            _event(user, "reconnect", latency_ms=5.0 + n, detail="resumed"),
-            _event(user, "welcome", detail="resumed"),
-        ]
-    rows += [_event("ConversationUser-1-1", "stream_done"), _event("ConversationUser-1-1", "history_check")]
-    rows += [_event("ZombieUser-1-1", "close", latency_ms=1500.0, reason="idle_reaped", idle=1500.0)]
-    rows += [_event("TokenRefreshUser-1-1", "refresh")]
+def test_reconnect_figures_count_every_reconnect_a_give_up_as_infinite():
+    live = Live(thresholds.load())
+    rows = [_event(f"FlappingUser-1-{n}", "reconnect", latency_ms=5.0 + n, detail="resumed") for n in range(40)]
+    rows += [_event("FlappingUser-1-6", "reconnect", ok=0, detail="gave up")]
+    rows += [_event("FlappingUser-1-6", "reconnect", ok=0, detail="stopped by close code")]  # not a latency
     live.observe_events(rows)
-    for t in range(3):  # harness health needs sustained_samples rounds
-        _sample(live, float(t), 50e6, duplicate_agents_total=0, max_agents_per_session=1)
-    judged = Provisional(live, th, _run()).judge_all()
-    status = {name: v[0] for name, v in judged.items()}
-    assert status["duplicate-agent"] == status["delivery"] == status["context"] == "pass", judged
-    assert status["zombie"] == status["refresh"] == status["harness-health"] == "pass", judged
-    assert status["reconnect-latency"] == "inconclusive"  # 40 reconnects: a bound on p99 needs 299
-    assert status["leak"] == status["restart"] == WAITING
-    assert live.reconnect_quantile(0.5).value == 24.0 and live.reconnects.seen == 40
-    assert live.brief_reconnects.seen == 40  # flap_close is a planned brief gap
-
-
-def test_each_failure_shows_as_it_arrives():
-    th = thresholds.load()
-    live = Live(th)
-    live.observe_events(
-        [
-            _event("FlappingUser-1-1", "welcome", detail="resumed:agent_changed"),
-            _event("ConversationUser-1-2", "chunk_gap"),
-            _event("ConversationUser-1-2", "notify", ok=0, detail="missing"),
-            _event("ConversationUser-1-2", "history_check", ok=0),
-            _event("ZombieUser-1-3", "close", latency_ms=9000.0, reason="idle_reaped", idle=1500.0),
-            _event("HeartbeatUser-1-4", "close", reason="idle_reaped"),
-            _event("TokenRefreshUser-1-5", "refresh", ok=0),
-            _event("FlappingUser-1-6", "reconnect", ok=0, detail="gave up"),
-            _event("FlappingUser-1-6", "reconnect", ok=0, detail="stopped by close code"),
-        ]
-    )
-    _sample(live, 1.0, 50e6, duplicate_agents_total=2, max_agents_per_session=2)
-    judged = Provisional(live, th, _run()).judge_all()
-    for name in ("duplicate-agent", "delivery", "context", "zombie", "refresh"):
-        assert judged[name][0] == "fail", (name, judged[name])
-    assert judged["duplicate-agent"][1] == "3 duplicates"  # backend 2 + one agent change seen by a client
-    assert judged["delivery"][1] == "2 failures"
-    assert "1 reaped late" in judged["zombie"][4] and "1 live (heartbeating) client(s) reaped" in judged["zombie"][4]
-    assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == float("inf")
-
-
-def test_leak_is_judged_on_the_rss_history_after_warm_up():
-    th = thresholds.load()
-    # 1000 s: after the warm-up (a quarter), a 750 s window, long enough to fail on growth (leak.min_window_s)
-    for slope, expected in ((0.1 * 1024 * 1024, "fail"), (0.0, "pass")):
-        live = Live(th)
-        for t in range(1000):
-            _sample(live, float(t), 100e6 + slope * t + (t % 7) * 1000)
-        status, figure, _, n, why = Provisional(live, th, _run()).leak()
-        assert status == expected, (status, figure, why)
-        assert n == 750
-    # The same growth in a 10-minute run: too short to tell a heap growing in steps from a leak.
-    live = Live(th)
-    for t in range(600):
-        _sample(live, float(t), 100e6 + 0.1 * 1024 * 1024 * t)
-    status, _, _, _, why = Provisional(live, th, _run()).leak()
-    assert status == "inconclusive" and "too short" in why, why
+    assert live.reconnects.seen == 41 and live.reconnect_quantile(0.5).value == 25.0
+    assert live.reconnect_quantile(1.0).value == float("inf")
+    _sample(live, 1.0, duplicate_agents_total=2, max_agents_per_session=2)
+    assert live.duplicates_by_pid == {7: 2.0} and live.max_agents_per_session == 2
 
 
 def test_reconnect_latencies_beyond_the_reservoir_are_sampled():
-    th = thresholds.load()
-    live = Live(th)
+    live = Live(thresholds.load())
     live.observe_events(
         [_event("FlappingUser-1-1", "reconnect", latency_ms=float(i % 100)) for i in range(RESERVOIR + 500)]
     )
     assert live.reconnects.seen == RESERVOIR + 500 and len(live.reconnects.values) == RESERVOIR
-    assert Provisional(live, th, _run()).reconnect_latency()[0] == "pass"
 
 
 def test_reconnects_through_a_restart_are_left_to_the_restart_verdict():
-    th = thresholds.load()
-    live = Live(th, lambda: [{"ts": 100.0, "ready_ts": 102.0}])
+    live = Live(thresholds.load(), lambda: [{"ts": 100.0, "ready_ts": 102.0}])
     live.observe_events(
         [
             _event("FlappingUser-1-1", "reconnect", latency_ms=3000.0, ts=104.0),  # in the storm: not judged here
@@ -139,28 +86,70 @@ def test_reconnects_through_a_restart_are_left_to_the_restart_verdict():
     assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == 20.0
 
 
-def test_a_late_generator_makes_harness_health_inconclusive_so_far():
-    th = thresholds.load()
-    live = Live(th)
-    for t in range(3):
-        _sample(live, float(t), 50e6)
-    now = time.time()
-    live.observe_sample(
-        {
-            "ts": now,
-            "backend": {"pid": 7, "rss_bytes": 50e6},
-            "locust": [
-                {
-                    "source": "local",
-                    "cpu_percent": 12.0,
-                    "loop_lag_ms": 4000.0,
-                    "loop_late_from": now - 4.0,
-                    "loop_late_until": now,
-                }
-            ],
-            "stats": {},
-            "stats_error": "",
-        }
+# -- the verdicts so far: the analysis itself on what is recorded --------------------------------
+class _Sink:
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def _open_run(path):
+    """A run as the tab sees one: its directory still open (meta.json not complete), its sinks to flush."""
+    meta = json.loads((path / "meta.json").read_text())
+    meta["complete"] = False
+    (path / "meta.json").write_text(json.dumps(meta))
+    sinks = [_Sink(), _Sink(), _Sink()]
+    run = SimpleNamespace(
+        dir=SimpleNamespace(path=path),
+        options=SimpleNamespace(analyser="analysis", thresholds="", gate=""),
+        events=sinks[0],
+        samples=sinks[1],
+        server_stats=sinks[2],
     )
-    status, figure, _, _, why = Provisional(live, th, _run(starts=(now - 20.0,))).harness_health()
-    assert status == "inconclusive" and "generator was late" in why and "4,000 ms" in why, why
+    return run, sinks
+
+
+def test_the_verdicts_so_far_are_the_analysis_own_on_the_run_as_recorded(tmp_path):
+    """No second copy of the rules: every row is what the analysis judges of the open run directory."""
+    run, sinks = _open_run(write_run(tmp_path / "clean", seconds=120, leak_mib_per_hour=0.0))
+    so_far = SoFar(run)
+    try:
+        assert {status for _, status, *_ in so_far.rows()} == {WAITING}  # before the first analysis
+        so_far._analyse()
+        rows = {name: (status, n, why) for name, status, _, _, n, why in so_far.rows()}
+    finally:
+        so_far.close()
+    assert all(s.flushes == 1 for s in sinks), "the CSV files are flushed before each analysis"
+    expected = judge_all(load(run.dir.path, in_progress=True), thresholds.load())
+    assert list(rows) == [v.name for v in expected]
+    for v in expected:
+        status, n, why = rows[v.name]
+        assert (status, n) == (v.status, v.n) and why.startswith(v.summary), (v.name, rows[v.name], v.summary)
+    assert "never closed its directory" not in rows["harness-health"][2]  # an open run is expected here
+    assert not (run.dir.path / "verdicts.json").exists(), "the final verdicts file is the final analysis's"
+
+
+def test_a_failure_shows_in_the_verdicts_so_far(tmp_path):
+    run, _ = _open_run(write_run(tmp_path / "leaky", seconds=900, leak_mib_per_hour=200.0))
+    so_far = SoFar(run)
+    try:
+        so_far._analyse()
+        rows = {name: (status, why) for name, status, _, _, _, why in so_far.rows()}
+    finally:
+        so_far.close()
+    assert rows["leak"][0] == "fail", rows["leak"]
+
+
+def test_an_analysis_that_cannot_run_is_shown_not_raised(tmp_path):
+    run, _ = _open_run(write_run(tmp_path / "run", seconds=60))
+    run.options.analyser = "no_such_analyser_module"
+    so_far = SoFar(run)
+    try:
+        so_far._analyse()
+        rows = so_far.rows()
+    finally:
+        so_far.close()
+    assert {status for _, status, *_ in rows} == {WAITING}
+    assert all("failed" in why for *_, why in rows), rows

@@ -138,7 +138,12 @@ def judge_context(run: Run, th: dict) -> Verdict:
             return skipped(CONTEXT, "no conversation user in this run: no history to compare")
         return inconclusive(CONTEXT, "no session was resumed and compared", **figures)
     tail = f", {expired} expired cleanly past the window" if expired else "; no gap went past the window"
-    what = "agent, turns and history"
     if uncompared:
-        what = f"agent and turns ({uncompared} without a history to compare: the protocol has none)"
-    return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept {what}{tail}", **figures)
+        # A protocol without a history to ask for gives half the evidence: never a pass on half of it.
+        return inconclusive(
+            CONTEXT,
+            f"{kept} resumes kept agent and turns, but no history was compared ({uncompared} without one: the "
+            f"protocol has none){tail}",
+            **figures,
+        )
+    return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept agent, turns and history{tail}", **figures)
