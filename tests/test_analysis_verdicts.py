@@ -276,3 +276,21 @@ def test_a_run_directory_of_format_1_is_refused_naming_its_version(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "run directory format 1; this analysis reads format 2" in result.stderr
     assert not (run_dir / "verdicts.json").exists()
+
+
+def test_context_is_inconclusive_when_the_protocol_has_no_history_to_compare(tmp_path):
+    """Resumes that kept identity and turns, with no history to ask for (detail "identity and turns kept"):
+    half the evidence, never a pass."""
+    import pandas as pd
+
+    from analysis import thresholds
+    from analysis.rundir import load
+    from analysis.verdicts.messages import judge_context
+    from tests.synthetic_run import write_run
+
+    run_dir = write_run(tmp_path / "no-history", seconds=60)
+    events = pd.read_csv(run_dir / "events.csv")
+    check = events.iloc[[0]].assign(kind="history_check", ok=1, detail="identity and turns kept", ts=events["ts"].max())
+    pd.concat([events, check]).to_csv(run_dir / "events.csv", index=False)
+    verdict = judge_context(load(run_dir), thresholds.load())
+    assert verdict.status == "inconclusive" and "no history was compared" in verdict.summary, verdict.summary

@@ -49,7 +49,9 @@ class Chatline(Adapter):
 
     name = "chatline"
     default_path = "/chat"
-    capabilities = frozenset({Capability.RESUME, Capability.STREAM, Capability.PUSH, Capability.REFRESH})
+    capabilities = frozenset(
+        {Capability.RESUME, Capability.STREAM, Capability.PUSH, Capability.REFRESH, Capability.HISTORY}
+    )
     heartbeat_driver = HeartbeatDriver.SERVER
 
     def __init__(self, user_id: str) -> None:
@@ -78,6 +80,9 @@ class Chatline(Adapter):
         self._cid_of_ref[ref] = cid
         self.session.sent_turn(cid, text)
         return [_dumps({"op": "say", "ref": ref, "text": text})]
+
+    def ask_history(self, request_id: int) -> list[Frame]:
+        return [_dumps({"op": "history", "ref": request_id})]
 
     def push_request(self, session: str, push_id: int, data: dict) -> PushRequest:
         return PushRequest("/inject", {"sid": session, "id": push_id, "body": data})
@@ -113,6 +118,8 @@ class Chatline(Adapter):
         if op == "reauthed":
             self.session.token_exp = float(msg.get("exp") or 0)
             return [Answered("refresh", msg.get("ref"), msg)]
+        if op == "log":
+            return [Answered("history", msg.get("ref"), {"turns": self._turns(msg.get("turns") or [])})]
         if op == "expiring":
             return [CredentialsExpiring(float(msg.get("grace_ms") or 0))]
         return [NOT_UNDERSTOOD]
@@ -152,6 +159,15 @@ class Chatline(Adapter):
         else:
             out.append(s.stream_end(turn, int(msg.get("parts", -1)), str(msg.get("digest", "")), no))
         return out
+
+    def _turns(self, log: list) -> list[dict]:
+        """chatline's log in the shape the session compares: the harness's message ids, not chatline's refs."""
+        return [
+            {"turn": t.get("turn"), "cid": self._cid_of_ref.get(t.get("ref"), ""), "text": t.get("text"),
+             "reply_sha256": t.get("digest")}
+            for t in log
+            if isinstance(t, dict)
+        ]  # fmt: skip
 
     def closed(self, code: int | None, reason: str) -> CloseReason:
         if code is None or code == 1006:

@@ -11,6 +11,7 @@ client -> server
   {"op": "say", "ref": REF, "text": TEXT}                       a message; the reply streams back
   {"op": "seen", "upto": NO}                                   everything up to NO arrived (the server forgets it)
   {"op": "reauth", "bearer": TOKEN, "ref": REF}                new credentials on the open socket
+  {"op": "history", "ref": REF}                                the conversation so far
   {"op": "quit"}                                               end the session for good
 server -> client
   {"op": "ready", "sid", "agent", "restored": bool, "why": "expired"?, "turns", "exp",
@@ -21,6 +22,7 @@ server -> client
   {"op": "push", "no", "id", "body"}                           something sent to the session (POST /inject)
   {"op": "caught_up", "no"}                                    a resume's replay is over
   {"op": "reauthed", "ref", "exp"}
+  {"op": "log", "ref", "turns": [{"turn", "ref", "text", "digest"}]}   the conversation (digest once replied)
   {"op": "expiring", "grace_ms"}                               the credentials run out: reauth within the grace
 Close codes: 4000 idle, 4001 credentials expired, 4002 taken over by a newer connection, 4003 bad credentials,
 1001 shutting down.
@@ -80,6 +82,7 @@ class Session:
     last_no: int = 0
     turns: int = 0
     outbox: list[dict] = field(default_factory=list)  #: sent, not yet seen
+    log: list[dict] = field(default_factory=list)  #: the conversation: turn, ref, text, digest
     ws: web.WebSocketResponse | None = None
     detached_at: float = 0.0
 
@@ -200,6 +203,8 @@ class Chatline:
                     return
                 state.update(exp=who[1], warned=False)
                 await ws.send_str(json.dumps({"op": "reauthed", "ref": frame.get("ref"), "exp": who[1]}))
+            elif op == "history":
+                await ws.send_str(json.dumps({"op": "log", "ref": frame.get("ref"), "turns": s.log[-100:]}))
             elif op == "quit":
                 self.sessions.pop(s.sid, None)
                 await ws.close(code=1000)
@@ -209,10 +214,12 @@ class Chatline:
         """The reply streams on whether or not the client stays: what it misses is replayed on resume."""
         s.turns += 1
         turn = s.turns
+        entry = {"turn": turn, "ref": ref, "text": text, "digest": None}
+        s.log.append(entry)
         for idx, piece in enumerate(PARTS):
             await self.send(s, {"op": "part", "ref": ref, "turn": turn, "idx": idx, "text": piece})
             await asyncio.sleep(PART_GAP_S)
-        digest = hashlib.sha256("".join(PARTS).encode()).hexdigest()
+        digest = entry["digest"] = hashlib.sha256("".join(PARTS).encode()).hexdigest()
         await self.send(s, {"op": "end", "ref": ref, "turn": turn, "parts": len(PARTS), "digest": digest})
 
     # -- HTTP -------------------------------------------------------------------------
