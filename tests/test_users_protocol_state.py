@@ -362,7 +362,7 @@ def test_built_in_and_module_class_adapters_load(tmp_path):
             "from users.protocols.base import Adapter, Capability\n"
             "class X(Adapter):\n    name = 'x'\n    capabilities = frozenset({Capability.REFRESH})\n"
             "    def connection(self, path): ...\n    def open(self, c, r): ...\n",
-            "does not implement receive, closed, refresh, heartbeat",
+            "does not implement receive, refresh, heartbeat",
         ),
     ],
 )

@@ -97,7 +97,7 @@ class AgentClient:
 
     # Tens of thousands live in one process (HeartbeatUsers): no per-instance __dict__.
     __slots__ = (
-        "environment", "user_id", "role", "host", "settings", "adapter", "token_url", "ws", "ws_url",
+        "environment", "user_id", "role", "host", "settings", "adapter", "token_url", "ws", "ws_url", "subprotocols",
         "connections_opened", "token", "token_exp", "token_ttl_s", "token_margin_s", "lost", "retry_after_ms",
         "last_sent", "opened_at", "last_server_ping", "refresh_required_at", "replies", "hb_sent", "keepalive",
         "_answers_pings", "_client_beats", "_ids", "_last_ack", "source_addresses", "_next_source", "ssl",
@@ -145,7 +145,10 @@ class AgentClient:
         self._last_ack = 0.0
         self.source_addresses = s.source_address_list()
         self._next_source = 0
-        self.ws_url = ws_url_for(self.host, self.adapter.connection(s.ws_path or self.adapter.default_path).path)
+        # What a connection needs is the protocol's, fixed for the client's life: worked out once, not per connect.
+        wanted = self.adapter.connection(s.ws_path or self.adapter.default_path)
+        self.ws_url = ws_url_for(self.host, wanted.path)
+        self.subprotocols = s.subprotocol_list() or list(wanted.subprotocols)
         secure = self.ws_url.startswith("wss") or self.token_url.startswith("https")
         self.ssl = shared_ssl_context(s.tls_verify, s.ca_file) if secure else None
 
@@ -216,14 +219,12 @@ class AgentClient:
             self.fire(name, started, "no token")
             return False
         s = self.settings
-        wanted = self.adapter.connection(s.ws_path or self.adapter.default_path)
-        self.ws_url = ws_url_for(self.host, wanted.path)
         try:
             self.ws = WebSocket.open(
                 self.ws_url,
                 timeout=s.connect_timeout_s,
                 headers=s.header_dict(),
-                subprotocols=s.subprotocol_list() or list(wanted.subprotocols),
+                subprotocols=self.subprotocols,
                 ssl_context=self.ssl,
                 source=self.next_source_address(),
             )

@@ -49,6 +49,7 @@ class Chatline(Adapter):
 
     name = "chatline"
     default_path = "/chat"
+    close_reasons = CLOSE_REASONS
     capabilities = frozenset(
         {Capability.RESUME, Capability.STREAM, Capability.PUSH, Capability.REFRESH, Capability.HISTORY}
     )
@@ -134,11 +135,11 @@ class Chatline(Adapter):
             identity=str(msg.get("agent", "")),
             turns=int(msg.get("turns", 0)),
             why_new=str(msg.get("why") or ""),
+            hb_interval_ms=int(msg.get("ping_every_ms", 0)),
+            idle_timeout_ms=int(msg.get("idle_after_ms", 0)),
+            resume_window_s=float(msg.get("keep_s", 0.0)),
+            token_exp=float(msg.get("exp", 0.0)),
         )
-        s.hb_interval_ms = int(msg.get("ping_every_ms", 0))
-        s.idle_timeout_ms = int(msg.get("idle_after_ms", 0))
-        s.resume_window_s = float(msg.get("keep_s", 0.0))
-        s.token_exp = float(msg.get("exp", 0.0))
         return Opened(restored, obs)
 
     def _numbered(self, op: str, msg: dict) -> list:
@@ -168,11 +169,6 @@ class Chatline(Adapter):
             for t in log
             if isinstance(t, dict)
         ]  # fmt: skip
-
-    def closed(self, code: int | None, reason: str) -> CloseReason:
-        if code is None or code == 1006:
-            return CloseReason.LOST
-        return CLOSE_REASONS.get(code, CloseReason.OTHER)
 
     def forget(self) -> None:
         super().forget()

@@ -69,6 +69,7 @@ class AgentWS(Adapter):
     __slots__ = ("_asked_resume",)
     name = "agentws"
     default_path = WS_PATH
+    close_reasons = CLOSE_REASONS
     capabilities = frozenset(Capability)
     heartbeat_driver = HeartbeatDriver.CLIENT
 
@@ -163,11 +164,11 @@ class AgentWS(Adapter):
             turns=int(agent.get("turns", 0)),
             ctx_hash=str(agent.get("ctx_hash", "")),
             why_new=str(msg.get("reason") or ""),
+            hb_interval_ms=int(msg.get("hb_interval_ms", 0)),
+            idle_timeout_ms=int(msg.get("idle_timeout_ms", 0)),
+            resume_window_s=float(msg.get("resume_window_s", 0.0)),
+            token_exp=float(msg.get("token_exp", 0.0)),
         )
-        s.hb_interval_ms = int(msg.get("hb_interval_ms", 0))
-        s.idle_timeout_ms = int(msg.get("idle_timeout_ms", 0))
-        s.resume_window_s = float(msg.get("resume_window_s", 0.0))
-        s.token_exp = float(msg.get("token_exp", 0.0))
         return Opened(resumed, obs)
 
     def _sequenced(self, t: str, msg: dict) -> list:
@@ -185,11 +186,6 @@ class AgentWS(Adapter):
         else:
             out.append(s.push(msg.get("id"), seq))
         return out
-
-    def closed(self, code: int | None, reason: str) -> CloseReason:
-        if code is None or code == Close.ABNORMAL:
-            return CloseReason.LOST
-        return CLOSE_REASONS.get(code, CloseReason.OTHER)
 
 
 _SEQUENCED = frozenset(_DUPLICATE_OF)

@@ -9,7 +9,7 @@ adapter answers with observations (below), which the client records and acts on.
 
 Calling contract, in order, for each connection of one simulated user's session:
 
-1. :meth:`Adapter.connection` once per connection: URL path and query, subprotocols.
+1. :meth:`Adapter.connection` once per client: URL path and query, subprotocols.
 2. :meth:`Adapter.open` (credentials, resume or not): the frames that open or
    resume the session; then :meth:`Adapter.receive` for every message until it
    returns :class:`Opened` (or the connection ends: :meth:`Adapter.closed`).
@@ -19,7 +19,8 @@ Calling contract, in order, for each connection of one simulated user's session:
    (the client calls it at most once a second), :meth:`Adapter.leave`; and
    :meth:`Adapter.receive` for every message.
 4. :meth:`Adapter.closed` once when the connection ended (close code and reason, or
-   None when no close frame came): the :class:`~contract.events.CloseReason`.
+   None when no close frame came): the :class:`~contract.events.CloseReason`; by
+   default, looked up in the adapter's :attr:`Adapter.close_reasons`.
 5. :meth:`Adapter.forget` before a new session (the client gave up resuming).
 
 Every method may raise: the client records an ``error`` event with the message,
@@ -150,8 +151,10 @@ class Adapter:
     default_path: ClassVar[str] = "/"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     heartbeat_driver: ClassVar[HeartbeatDriver] = HeartbeatDriver.CLIENT
+    #: Its close codes by the reason they name (:meth:`closed`); a code not in it is OTHER.
+    close_reasons: ClassVar[dict[int, CloseReason]] = {}
     #: The operations every adapter must implement (the rest depend on its capabilities).
-    REQUIRED: ClassVar[tuple[str, ...]] = ("connection", "open", "receive", "closed")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("connection", "open", "receive")
 
     __slots__ = ("user_id", "session", "__dict__")  # a subclass's own attributes go in __dict__ unless it slots them
 
@@ -213,8 +216,11 @@ class Adapter:
         raise NotImplementedError
 
     def closed(self, code: int | None, reason: str) -> CloseReason:
-        """Classify how the connection ended: the close frame's code and reason, None when none came."""
-        raise NotImplementedError
+        """Classify how the connection ended: the close frame's code and reason, None when none came (lost).
+        By :attr:`close_reasons`; override where the code alone does not say (an MQTT DISCONNECT before it)."""
+        if code is None:
+            return CloseReason.LOST
+        return self.close_reasons.get(code, CloseReason.OTHER)
 
     def forget(self) -> None:
         """Start over: the next :meth:`open` opens a new session."""

@@ -119,9 +119,17 @@ class Session:
         turns: int = 0,
         ctx_hash: str = "",
         why_new: str = "",
+        hb_interval_ms: float = 0,
+        idle_timeout_ms: float = 0,
+        resume_window_s: float = 0.0,
+        token_exp: float = 0.0,
     ) -> Observation:
-        """Adopt an opened session; ok=0 when a successful resume shows another identity or context."""
+        """Adopt an opened session and what the server announced with it (its heartbeat interval, how long
+        it lets a silent connection live, how long a session outlives its connection, when the credentials
+        expire; 0 where it said nothing); ok=0 when a successful resume shows another identity or context."""
         obs = self._opened(session, resumed, asked_resume, identity, turns, ctx_hash, why_new)
+        self.hb_interval_ms, self.idle_timeout_ms = hb_interval_ms, idle_timeout_ms
+        self.resume_window_s, self.token_exp = resume_window_s, token_exp
         self.welcome_detail, self.welcome_ok = obs.detail, obs.ok
         return obs
 
