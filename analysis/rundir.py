@@ -109,6 +109,18 @@ class Run:
     def drain_seconds(self) -> float:
         return float((self.meta.get("drain") or {}).get("seconds") or 0.0)
 
+    @property
+    def capabilities(self) -> frozenset[str] | None:
+        """What the run's protocol can do (users/protocols/base.py ``Capability``), None when meta.json
+        does not say (a run directory written before it did)."""
+        listed = (self.meta.get("protocol") or {}).get("capabilities")
+        return frozenset(listed) if isinstance(listed, list) else None
+
+    def lacks(self, capability: str) -> bool:
+        """True only when the protocol is known not to have ``capability``."""
+        caps = self.capabilities
+        return caps is not None and capability not in caps
+
     def backend_samples(self) -> pd.DataFrame:
         """samples.csv rows of the backend, in time order."""
         s = self.samples
@@ -138,7 +150,13 @@ def load(path: str | Path, in_progress: bool = False) -> Run:
     events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
     events = _clean_events(events)
     samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems, added=SAMPLE_COLUMNS_ADDED)
-    server_stats = _read_csv(path / "server_stats.csv", SERVER_STATS_USED, None, problems, optional_columns=True)
+    # The counters the verdicts read are agentws/1's /stats (PROTOCOL.md): another protocol's backend (an MQTT
+    # broker's $SYS figures) lacking them is no input problem, only evidence its verdicts do not have.
+    protocol = (meta.get("protocol") or {}).get("name") or "agentws"
+    foreign = SERVER_STATS_USED[1:] if protocol != "agentws" else ()
+    server_stats = _read_csv(
+        path / "server_stats.csv", SERVER_STATS_USED, None, problems, optional_columns=True, added=foreign
+    )
     return Run(path, meta, events, samples, server_stats, problems)
 
 

@@ -34,7 +34,9 @@ class EmbeddedBackend:
         self.faults = list(faults)
         self.listen = ["--host", "127.0.0.1", "--port", "0", *(["--store", self.store] if self.store else [])]
         log = run_dir / "backend.log"
-        if target.program:
+        if target.process is not None:
+            self.stub = target.process(target, *self.listen, *args, log_path=log)
+        elif target.program:
             self.stub = TargetProcess(target, *self.listen, *args, log_path=log)
         else:
             self.stub = StubProcess(*self.listen, *args, log_path=log)

@@ -35,9 +35,13 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRu
 from contract.events import EVENT_COLUMNS, FORMAT
 from scenarios.catalog import SCENARIOS
 from users import protocols
+from users.client import AgentClient
+from users.protocols.mqtt import Mqtt
 
 from . import __version__, exports, form, lag, options, targets, verdicts
 from .embedded import EmbeddedBackend
+from .mqtt_sys import FIELDS as SYS_FIELDS
+from .mqtt_sys import SysTopics
 from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
 from .rundir import CsvSink, RunDir
 from .telemetry import REPORT_KEY, SAMPLE_COLUMNS, Telemetry, own_process_facts
@@ -60,6 +64,7 @@ class Run:
         self.closed = False
         self.max_users: dict[str, int] = {}
         self.secrets: dict[str, str] = {}
+        self.sys_topics: SysTopics | None = None  #: an MQTT broker's $SYS figures (server_stats.csv)
         self.tab = None  #: the web UI's Resilience tab (harness.webui.ResilienceTab), when there is a web UI
 
     # -- opening ------------------------------------------------------------------
@@ -70,7 +75,7 @@ class Run:
             opts.protocol = targets.get(opts.target).protocol  # the target's own; the spawn message carries it
         adapter = options.validate_protocol(opts, env.locustfile, env.user_classes)
         self.dir = RunDir(opts.run_dir, opts.run_id)
-        self.dir.meta["protocol"] = {"name": adapter.name, "spec": opts.protocol or protocols.DEFAULT}
+        self.dir.meta["protocol"] = protocols.describe(adapter, opts.protocol)
         self.dir.meta["target"] = None if opts.host else targets.get(opts.target).name
         self.dir.meta.update(self._static_meta())
         if not opts.host:
@@ -86,6 +91,7 @@ class Run:
         if opts.csv_prefix is None:
             self.csv_export = exports.CsvExport(env, str(self.dir.file(exports.PREFIX)))
         self.telemetry = Telemetry(env, self.samples, self.server_stats, opts.sample_interval, self._backend_pid)
+        self._broker_figures(adapter)
         if isinstance(self.recorder, MasterRecorder):
             self.telemetry.observers.append(lambda _: self.recorder.watch(env.runner))
         self.telemetry.start()
@@ -117,6 +123,16 @@ class Run:
         # Locust copies custom options to the workers in its spawn message.
         if hasattr(opts, "admin_token") and not opts.admin_token:
             opts.admin_token = self.backend.admin_token
+
+    def _broker_figures(self, adapter) -> None:
+        """An MQTT broker has no /stats: its $SYS topics fill server_stats.csv (harness/mqtt_sys.py)."""
+        self.sys_topics = None
+        if not issubclass(adapter, Mqtt) or not self.environment.host:
+            return
+        client = AgentClient(self.environment, "harness-sys", self.environment.host, adapter=adapter)
+        self.sys_topics = SysTopics(client.ws_url, client.subprotocols, client.settings.connect_timeout_s, client.ssl)
+        self.telemetry.stats_source = self.sys_topics.start().poll
+        self.telemetry.stats_fields = tuple(SYS_FIELDS)
 
     def _backend_pid(self) -> int | None:
         return self.backend.pid if self.backend else (self.options.server_pid or None)
@@ -204,7 +220,7 @@ class Run:
             logger.error("%s: the test is stopped before any user starts", e)
             gevent.spawn(environment.runner.stop)
             return False
-        self.dir.meta["protocol"] = {"name": adapter.name, "spec": opts.protocol}
+        self.dir.meta["protocol"] = protocols.describe(adapter, opts.protocol)
         return True
 
     def _on_test_stop(self, environment, **_) -> None:
@@ -241,6 +257,8 @@ class Run:
             self.recorder.drain(runner, expected)
         self._drain(interrupted)
         self.telemetry.stop()
+        if self.sys_topics is not None:
+            self.sys_topics.stop()
         for sink in (self.events, self.samples, self.server_stats):
             sink.close()
         meta = self.dir.meta

@@ -12,6 +12,7 @@ samples it: psutil on its pid, and whatever it serves of ``/stats`` and ``/metri
 | ``stub`` | the reference backend (``server_stub``), every planted fault (``--stub-fault``) | agentws |
 | ``node-ws`` | a Node.js backend on the ``ws`` library (``targets/node-ws``; ``--leak``) | agentws |
 | ``chatline`` | docs/ADAPTERS.md's example, a JSON dialect of its own (``--lose-while-away``) | its adapter |
+| ``mosquitto`` | Eclipse Mosquitto from Debian's package, configured by the harness (:mod:`harness.mosquitto`) | mqtt |
 
 ``--target-args`` passes more options to a target's own command line (the stub's
 come from the ``--stub-*`` options).
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from server_stub.process import StubProcess
 
+from . import mosquitto
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "stub"
 
@@ -39,6 +42,7 @@ class Target:
     program: tuple[str, ...] = ()  #: its command line before the options; () for the reference backend
     needs: tuple[str, ...] = ()  #: files (relative to the repository) it cannot start without
     store: bool = False  #: takes ``--store`` (the reference backend's session store)
+    process: type | None = None  #: how it is run, when not as a program announcing itself (TargetProcess)
 
     def missing(self) -> list[str]:
         """What this machine lacks to start it: the program, or files ``bin/setup`` puts in place."""
@@ -64,6 +68,13 @@ TARGETS = {
             "docs/ADAPTERS.md's example: a JSON chat dialect with a server-driven heartbeat",
             "examples.chatline.adapter:Chatline",
             program=(sys.executable, "examples/chatline/server.py"),
+        ),
+        Target(
+            "mosquitto",
+            "Eclipse Mosquitto (Debian's package): MQTT over WebSocket, configured by the harness",
+            "mqtt",
+            program=(mosquitto.program() or mosquitto.PROGRAM,),
+            process=mosquitto.MosquittoProcess,
         ),
     )
 }

@@ -17,7 +17,8 @@ Every Locust process row carries ``loop_lag_ms``: the worst lateness of that
 process's event loop since its previous row (:mod:`harness.lag`). A backend whose
 ``/metrics`` exposes its runtime's heap gets ``heap_bytes`` too (:data:`HEAP_METRICS`).
 
-and one ``server_stats.csv`` row from ``GET /stats``: ``ts``, every field of the
+and one ``server_stats.csv`` row from ``GET /stats`` (or :attr:`Telemetry.stats_source`: an MQTT
+broker's ``$SYS`` topics): ``ts``, every field of the
 first answer, and ``error`` (empty, or why that poll failed: the other columns
 are then blank). Nothing here may stop sampling: a dead backend is a row of
 blanks with its pid, noted once in :attr:`Telemetry.notes`, and sampling goes on.
@@ -159,6 +160,10 @@ class Telemetry:
         self._heap_wanted = True
         self._heap_asks = 0
         self._greenlet: gevent.Greenlet | None = None
+        #: Where the backend's own figures come from when it has no ``GET /stats`` (an MQTT broker's $SYS
+        #: topics: harness/mqtt_sys.py): a call answering a dict or raising with the reason.
+        self.stats_source: Callable[[], dict] | None = None
+        self.stats_fields: tuple[str, ...] = tuple(STATS_FIELDS)  #: the columns when the first poll fails
         environment.events.worker_report.add_listener(self._on_worker_report)
 
     def start(self) -> None:
@@ -328,13 +333,16 @@ class Telemetry:
     def _poll_stats(self, ts: float, host: str) -> tuple[dict, str]:
         """One ``server_stats.csv`` row; returns the answer (``{}`` on failure) and the error text."""
         try:
-            with self._get(f"{http_base(host)}/stats") as r:
-                stats = json.load(r)
+            if self.stats_source is not None:
+                stats = self.stats_source()
+            else:
+                with self._get(f"{http_base(host)}/stats") as r:
+                    stats = json.load(r)
             error = ""
         except Exception as e:  # any failure is a row, never a crash
             stats, error = {}, f"{type(e).__name__}: {e}"[:200]
         if self.server_stats.columns is None:
-            fields = list(stats) if stats else STATS_FIELDS
+            fields = list(stats) if stats else list(self.stats_fields)
             self.server_stats.header(["ts", *fields, "error"])
         cols = self.server_stats.columns
         self.server_stats.write([ts, *(_cell(stats.get(c, "")) for c in cols[1:-1]), error])

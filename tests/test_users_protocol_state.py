@@ -352,7 +352,7 @@ def test_built_in_and_module_class_adapters_load(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "source", "message"),
     [
-        ("mqtt", None, "not a built-in protocol"),
+        ("amqp", None, "not a built-in protocol"),
         ("missing_mod_xyz:Adapter", None, "did not load: ModuleNotFoundError"),
         ("broken_proto:X", "raise RuntimeError('boom')\n", "did not load: RuntimeError: boom"),
         ("broken_proto:X", "X = 1\n", "is not a users.protocols.base.Adapter subclass"),

@@ -41,6 +41,7 @@ from .protocols.base import (
     HeartbeatDriver,
     Observation,
     Opened,
+    ProtocolViolation,
     Send,
 )
 from .protocols.session import Session
@@ -120,6 +121,7 @@ class AgentClient:
         self.host = (host or "").rstrip("/")
         self.settings = s = settings or Settings.from_environment(environment)
         self.adapter: Adapter = (adapter or load_protocol(s.protocol, search_path(_locustfile(environment))))(user_id)
+        self.adapter.configure(s)
         self.token_url = s.token_url or self.host + "/auth/token"
         self.ws: WebSocket | None = None
         self.connections_opened = 0  #: a new connection makes this grow (users notice a new socket by it)
@@ -215,7 +217,7 @@ class AgentClient:
         asked_resume = resume and self.adapter.session.has_session
         name = RequestName.RESUME if asked_resume else RequestName.CONNECT
         started = perf_counter()
-        if not self._token_usable() and not self.new_token():
+        if self.adapter.uses_token_endpoint and not self._token_usable() and not self.new_token():
             self.fire(name, started, "no token")
             return False
         s = self.settings
@@ -327,8 +329,14 @@ class AgentClient:
             raise AdapterFailed(str(e)) from e
 
     def _adapter_failed(self, operation: str, e: Exception) -> None:
-        note = f"{type(self.adapter).__name__}.{operation}: {type(e).__name__}: {e}"[:300]
-        self.record(Kind.ERROR, False, code="adapter", detail=Detail.ADAPTER_ERROR, note=note)
+        if isinstance(e, ProtocolViolation):  # the server's fault, as the adapter found it
+            self.record(
+                Kind.ERROR, False, code="protocol", reason=CloseReason.PROTOCOL_ERROR, detail=Detail.BAD_FRAME,
+                note=str(e)[:300],
+            )  # fmt: skip
+        else:
+            note = f"{type(self.adapter).__name__}.{operation}: {type(e).__name__}: {e}"[:300]
+            self.record(Kind.ERROR, False, code="adapter", detail=Detail.ADAPTER_ERROR, note=note)
         ws, self.ws = self.ws, None
         if ws is not None:
             ws.abort()
@@ -443,21 +451,23 @@ class AgentClient:
 
     def on_lost(self, closed: Closed) -> None:
         """Record how the server (or the network) ended the connection, as the adapter classifies it."""
+        silent_ms = (monotonic() - self.last_sent) * 1000
         try:
-            reason = self.adapter.closed(closed.code if closed.clean else None, closed.reason)
+            reason = self.adapter.closed(closed.code if closed.clean else None, closed.reason, silent_ms)
         except Exception as e:
             self._adapter_failed("closed", e)
             reason = CloseReason.OTHER
         self.lost = Lost(monotonic(), closed.code, by_client=False, reason=reason)
-        if closed.clean:
+        # A reap is the server's close even without a close frame (MQTT brokers close the TCP connection).
+        reaped = reason is CloseReason.IDLE_REAPED
+        if closed.clean or reaped:
             # The server's announced idle timeout travels with the reap: the zombie verdict's bound.
-            reaped = reason is CloseReason.IDLE_REAPED
             self.record(
-                Kind.CLOSE, True, code=closed.code, reason=reason, latency_ms=(monotonic() - self.last_sent) * 1000,
+                Kind.CLOSE, True, code=closed.code, reason=reason, latency_ms=silent_ms,
                 idle_timeout_ms=self.adapter.idle_timeout_ms or None if reaped else None,
                 detail=Detail.REAPED if reaped else "",
             )  # fmt: skip
-        detail = Detail.SERVER_CLOSE if closed.clean else Detail.LOST
+        detail = Detail.SERVER_CLOSE if closed.clean or reaped else Detail.LOST
         self.record(Kind.DISCONNECT, True, code=closed.code, reason=reason, detail=detail)
         self.ws = None
 

@@ -11,8 +11,8 @@ from locust.exception import StopUser
 from contract.events import Detail, Kind, Role
 
 from .base import AgentUser
-from .http_api import push
 from .protocols.base import Capability
+from .push import can_push, push
 
 GAPS = ("brief", "medium", "extended")
 #: Past the resume window by this much (plus a quarter window: the backend expires sessions periodically).
@@ -33,8 +33,9 @@ class ConversationUser(AgentUser):
 
     wait_time = constant(0)
     role = Role.CONVERSATION
-    #: Pushes while away and the history compared after a resume, where the protocol has them.
-    needs = frozenset({Capability.RESUME, Capability.STREAM})
+    #: Turns with streamed replies, pushes while away and the history compared after a resume, where the
+    #: protocol has them (on MQTT: no turns, pushes published at QoS 1 to the session's topic).
+    needs = frozenset({Capability.RESUME})
 
     def on_start(self) -> None:
         self.push_ids: dict[str, int] = {}  #: session -> last push id sent
@@ -45,6 +46,10 @@ class ConversationUser(AgentUser):
         if not self.ensure_connected():
             return
         client = self.client
+        if Capability.STREAM not in client.adapter.capabilities:
+            if client.pump(self.settings.reply_timeout_s * random.random()):
+                self.drop_and_come_back()
+            return
         for _ in range(max(0, self.settings.turns_per_connection - 1)):
             if not client.turn("hello agent"):
                 return
@@ -85,19 +90,13 @@ class ConversationUser(AgentUser):
 
     def push_while_away(self, session: str) -> list[int]:
         """Have the backend push to the detached session; the ids it must deliver on resume."""
-        s = self.settings
-        if not s.admin_token or s.pushes_while_away <= 0 or Capability.PUSH not in self.client.adapter.capabilities:
+        n = self.settings.pushes_while_away
+        if n <= 0 or Capability.PUSH not in self.client.adapter.capabilities or not can_push(self.client):
             return []
-        sent = []
-        for _ in range(s.pushes_while_away):
-            push_id = self.push_ids.get(session, 0) + 1
-            self.push_ids[session] = push_id
-            request = self.client.adapter.push_request(session, push_id, {"n": push_id})
-            result = push(self.client.host, s.admin_token, request.path, request.body, self.client.ssl)
-            if not result.ok:
-                self.note(Kind.ERROR, False, code="notify", detail=Detail.NOTIFY_FAILED, note=str(result.error))
-                break
-            sent.append(push_id)
+        first = self.push_ids.get(session, 0) + 1
+        sent = push(self.client, session, [(i, {"n": i}) for i in range(first, first + n)])
+        # Numbers carry on after the last one the backend took: a publisher's sequence has no holes of its own.
+        self.push_ids[session] = max(sent, default=first - 1)
         return sent
 
     def check_context_kept(self, expected_pushes: list[int]) -> None:

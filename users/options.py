@@ -24,6 +24,10 @@ class Settings:
     token_url: str = ""  #: "" -> host + /auth/token
     token_ttl_s: float = 300.0
     admin_token: str = ""
+    password: str = ""  #: for protocols that log in with the user's id and a password (MQTT)
+    mqtt_keepalive_s: int = 15  #: MQTT keepalive (0: the broker never drops a silent client)
+    mqtt_session_expiry_s: int = 120  #: MQTT 5 session expiry: how long the broker keeps an away session
+    mqtt_clean_start: str = "first"  #: MQTT 5 clean start on a session's first connection ("first") or "never"
     ws_headers: str = ""  #: "Name: value; Name2: value2"
     ws_subprotocols: str = ""  #: comma-separated
     source_addresses: str = ""  #: comma-separated local addresses; connections take them in turn
@@ -118,6 +122,13 @@ def _add_arguments(parser) -> None:
     arg("--token-url", str, "token endpoint (default: host + /auth/token)")
     arg("--token-ttl-s", float, "lifetime asked for each token")
     arg("--admin-token", str, "bearer token for /admin/notify", is_secret=True)
+    arg("--password", str, "password of protocols that log in with the user's id (MQTT)", is_secret=True)
+    arg("--mqtt-keepalive-s", int, "MQTT keepalive: PINGREQ interval; the broker drops silence after 1.5x (0 = never)")
+    arg("--mqtt-session-expiry-s", int, "MQTT 5 session expiry: how long the broker keeps an away session")
+    arg(
+        "--mqtt-clean-start", str, "MQTT 5 clean start: on a session's first connection (first, paho's default) or never",
+        choices=("first", "never"),
+    )  # fmt: skip
     arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")
     arg("--ws-subprotocols", str, "subprotocols to offer, comma-separated")
     arg("--source-addresses", str, "local addresses to connect from, in turn (e.g. 127.0.0.2,127.0.0.3)")

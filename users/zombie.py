@@ -31,5 +31,7 @@ class ZombieUser(AgentUser):
         silent_since = client.last_sent
         if client.pump(self.settings.zombie_max_wait_s):
             waited_ms = (self.now() - silent_since) * 1000
-            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail=Detail.NOT_REAPED)
+            # Where the session announced no idle timeout (MQTT keepalive 0), that is the cause: say so.
+            cause = "" if client.adapter.idle_timeout_ms else "the session announced no idle timeout (keepalive 0?)"
+            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail=Detail.NOT_REAPED, note=cause)
             client.abort(Detail.ZOMBIE_GAVE_UP)

@@ -79,7 +79,11 @@ def judge(run: Run, th: dict) -> Verdict:
             **figures,
         )
     if stats.empty:
-        why = run.problem_with("server_stats.csv") or "no backend /stats samples"
+        why = run.problem_with("server_stats.csv") or (
+            "no backend /stats samples"
+            if run.server_stats.empty
+            else "the backend reports no agent counts (max_agents_per_session, duplicate_agents_total)"
+        )
         return inconclusive(NAME, f"the backend's side is unknown: {why}", **figures)
     if resumed.empty:
         return inconclusive(NAME, "no session was resumed: nothing could duplicate an agent", **figures)

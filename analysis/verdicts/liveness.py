@@ -94,7 +94,7 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
             pd.concat(
                 [failures.assign(what=_why(failures, never, late)), set_aside.assign(what=_set_aside(set_aside))]
             ),
-            ("ts", "user", "session", "latency_ms", "what"),
+            ("ts", "user", "session", "latency_ms", "what", "note"),
         ),
         details={
             "reaped": len(reaped),
@@ -109,7 +109,9 @@ def judge_zombie(run: Run, th: dict) -> Verdict:
     )
     parts = []
     if len(never):
-        parts.append(f"{len(never)} zombie(s) never reaped")
+        causes = never["note"].dropna().astype(str)
+        cause = causes[causes != ""].iloc[0] if (causes != "").any() else ""
+        parts.append(f"{len(never)} zombie(s) never reaped" + (f": {cause}" if cause else ""))
     if len(late):
         parts.append(f"{len(late)} reaped later than {bound:.0f} ms")
     if len(live_reaped):

@@ -77,10 +77,13 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
     d = figures["details"]
     kinds = checked["kind"]
     pushing = ran(run, Role.CONVERSATION)
+    no_streams = run.lacks("stream")
     unexercised = {
-        "streams": "no streamed reply finished: replies cut off mid-stream were never checked"
-        if not (kinds == Kind.STREAM_DONE).any()
-        else "",
+        "streams": ""
+        if (kinds == Kind.STREAM_DONE).any()
+        else "streams (the protocol has no streamed replies)"
+        if no_streams
+        else "no streamed reply finished: replies cut off mid-stream were never checked",
         "pushes": (
             "no push was sent to a detached session: the offline queue was never exercised "
             "(the users push only with an admin token: --admin-token)"
@@ -91,11 +94,15 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
         else "",
     }
     d["not_exercised"] = [part for part, why in unexercised.items() if why]
-    required = [p for p in d["not_exercised"] if th["delivery"][f"require_{p}"] and (p != "pushes" or pushing)]
+    required = [
+        p
+        for p in d["not_exercised"]
+        if th["delivery"][f"require_{p}"] and (p != "pushes" or pushing) and (p != "streams" or not no_streams)
+    ]
     gaps = "; ".join(unexercised[p] for p in d["not_exercised"])
+    pushes_text = f"{d['pushes_received']} pushes once each in order"
     checked_text = (
-        f"{d['streams_complete']} streams complete with matching sha256, "
-        f"{d['pushes_received']} pushes once each in order"
+        pushes_text if no_streams else f"{d['streams_complete']} streams complete with matching sha256, {pushes_text}"
     )
     if required:
         return inconclusive(DELIVERY, f"{checked_text}, but {gaps}", **figures)
@@ -138,8 +145,17 @@ def judge_context(run: Run, th: dict) -> Verdict:
             return skipped(CONTEXT, "no conversation user in this run: no history to compare")
         return inconclusive(CONTEXT, "no session was resumed and compared", **figures)
     tail = f", {expired} expired cleanly past the window" if expired else "; no gap went past the window"
+    if uncompared and run.lacks("history"):
+        # Identity and turns are all such a protocol keeps (an MQTT session: its client id, subscriptions and
+        # queue, the queue judged by delivery): judged on that, and said so.
+        return Verdict(
+            CONTEXT,
+            Status.PASS,
+            f"{kept} resumes kept their session (the protocol keeps no history to compare){tail}",
+            **figures,
+        )
     if uncompared:
-        # A protocol without a history to ask for gives half the evidence: never a pass on half of it.
+        # A protocol that may have a history but gave none to compare: half the evidence, never a pass on it.
         return inconclusive(
             CONTEXT,
             f"{kept} resumes kept agent and turns, but no history was compared ({uncompared} without one: the "

@@ -1,6 +1,7 @@
 """Protocol adapters: how the one client speaks a backend's session protocol (``--protocol NAME``).
 
-``agentws`` (the reference backend's agentws/1) is built in. ``--protocol
+``agentws`` (the reference backend's agentws/1), ``mqtt`` (MQTT 5 over WebSocket)
+and ``mqtt311`` (MQTT 3.1.1) are built in. ``--protocol
 module:Class`` loads a team's own :class:`~users.protocols.base.Adapter` from a
 module importable from the locustfile's directory (``docs/ADAPTERS.md``).
 :func:`load` refuses, before any load, a name it does not know, a module that does
@@ -18,7 +19,11 @@ from pathlib import Path
 from .base import Adapter, Capability, HeartbeatDriver
 
 #: Adapters built in, by ``--protocol`` name.
-BUILT_IN = {"agentws": "users.protocols.agentws:AgentWS"}
+BUILT_IN = {
+    "agentws": "users.protocols.agentws:AgentWS",
+    "mqtt": "users.protocols.mqtt:Mqtt",
+    "mqtt311": "users.protocols.mqtt:Mqtt311",
+}
 DEFAULT = "agentws"
 
 
@@ -49,6 +54,8 @@ def load(spec: str, search: str | None = None) -> type[Adapter]:
     if cls.heartbeat_driver is HeartbeatDriver.CLIENT:
         required += ("heartbeat",)
     missing = [op for op in required if _inherited(cls, op)]
+    if "push_request" in missing and not _inherited(cls, "publisher"):
+        missing.remove("push_request")  # the harness publishes the pushes itself
     if missing:
         raise ProtocolError(f"{spec!r}: {cls.__name__} does not implement {', '.join(missing)}")
     if not cls.name:
@@ -71,6 +78,11 @@ def operations_for(capabilities) -> tuple[str, ...]:
     return tuple(op for c in sorted(capabilities) for op in OPERATIONS.get(c, ()))
 
 
+def implements(cls: type, operation: str) -> bool:
+    """True when the adapter class ``cls`` has its own ``operation`` (not :class:`Adapter`'s, which raises)."""
+    return not _inherited(cls, operation)
+
+
 def _inherited(cls: type, operation: str) -> bool:
     """True when ``cls`` leaves ``operation`` to :class:`Adapter`, which raises NotImplementedError."""
     return getattr(cls, operation, None) is getattr(Adapter, operation, None)
@@ -86,6 +98,11 @@ def check(adapter: type[Adapter], user_classes) -> None:
     if problems:
         has = ", ".join(sorted(adapter.capabilities)) or "none"
         raise ProtocolError(f"protocol {adapter.name!r} (capabilities: {has}) cannot serve: {'; '.join(problems)}")
+
+
+def describe(adapter: type[Adapter], spec: str | None) -> dict:
+    """What meta.json says of the run's protocol: its name, how it was asked for, what it can do."""
+    return {"name": adapter.name, "spec": spec or DEFAULT, "capabilities": sorted(adapter.capabilities)}
 
 
 def search_path(locustfile: str | None) -> str | None:

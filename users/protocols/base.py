@@ -19,12 +19,18 @@ Calling contract, in order, for each connection of one simulated user's session:
    (the client calls it at most once a second), :meth:`Adapter.leave`; and
    :meth:`Adapter.receive` for every message.
 4. :meth:`Adapter.closed` once when the connection ended (close code and reason, or
-   None when no close frame came): the :class:`~contract.events.CloseReason`; by
+   None when no close frame came; how long the client had been silent): the
+   :class:`~contract.events.CloseReason`; by
    default, looked up in the adapter's :attr:`Adapter.close_reasons`.
 5. :meth:`Adapter.forget` before a new session (the client gave up resuming).
 
 Every method may raise: the client records an ``error`` event with the message,
-drops the connection and reconnects; the Locust worker carries on.
+drops the connection and reconnects; the Locust worker carries on. An adapter
+raises :class:`ProtocolViolation` when the *server* broke the protocol (a malformed
+frame, a packet it may not send): recorded as the server's fault, not the adapter's.
+
+Before the first connection the client calls :meth:`Adapter.configure` with the
+run's settings (``users.options.Settings``) for the options the protocol reads.
 
 What the session knows across connections lives in :attr:`Adapter.session`
 (:class:`users.protocols.session.Session`: position, duplicates, gaps, streams,
@@ -76,6 +82,10 @@ class PushRequest(NamedTuple):
 
     path: str
     body: dict
+
+
+class ProtocolViolation(Exception):
+    """The server's frames broke the protocol; the message says how. The connection is dropped and retried."""
 
 
 class Credentials(NamedTuple):
@@ -153,6 +163,9 @@ class Adapter:
     heartbeat_driver: ClassVar[HeartbeatDriver] = HeartbeatDriver.CLIENT
     #: Its close codes by the reason they name (:meth:`closed`); a code not in it is OTHER.
     close_reasons: ClassVar[dict[int, CloseReason]] = {}
+    #: Credentials come from the token endpoint (``--token-url``); False: the protocol logs in by itself
+    #: (an MQTT username and ``--password``), and :meth:`open` gets the password as the token.
+    uses_token_endpoint: ClassVar[bool] = True
     #: The operations every adapter must implement (the rest depend on its capabilities).
     REQUIRED: ClassVar[tuple[str, ...]] = ("connection", "open", "receive")
 
@@ -161,6 +174,9 @@ class Adapter:
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.session = Session()
+
+    def configure(self, settings) -> None:
+        """Read the run's options this protocol has (``users.options.Settings``); called before any open."""
 
     # -- the connection ---------------------------------------------------------------------
     def connection(self, path: str) -> Connection:
@@ -202,6 +218,13 @@ class Adapter:
         """The request that has the backend push ``data`` (with the publisher's ``push_id``) to ``session``."""
         raise NotImplementedError
 
+    def publisher(self, session: str, pushes: list[tuple[int, dict]], tag: str):
+        """Where the backend takes no push request (an MQTT broker): the harness's own publisher of ``pushes``
+        ((push id, data) pairs) to ``session``, a sans-I/O exchange over a connection of its own with
+        ``start() -> frames``, ``receive(frame) -> frames``, ``done``, ``acknowledged`` (push ids) and
+        ``error`` (users/push.py drives it). ``tag`` makes its identity unique."""
+        raise NotImplementedError
+
     def acknowledge(self) -> list[Frame]:
         """What to acknowledge now (the position received so far); empty when nothing is due."""
         return []
@@ -215,9 +238,11 @@ class Adapter:
         """Every observation one received message gives (see the classes above); [] for none."""
         raise NotImplementedError
 
-    def closed(self, code: int | None, reason: str) -> CloseReason:
-        """Classify how the connection ended: the close frame's code and reason, None when none came (lost).
-        By :attr:`close_reasons`; override where the code alone does not say (an MQTT DISCONNECT before it)."""
+    def closed(self, code: int | None, reason: str, silent_ms: float = 0.0) -> CloseReason:
+        """Classify how the connection ended: the close frame's code and reason, None when none came (lost);
+        ``silent_ms``: how long the client had sent nothing (a protocol whose server reaps silence without
+        saying so, as MQTT's, tells a reap by it). By :attr:`close_reasons`; override where the code alone
+        does not say (an MQTT DISCONNECT before it)."""
         if code is None:
             return CloseReason.LOST
         return self.close_reasons.get(code, CloseReason.OTHER)
