@@ -79,6 +79,9 @@ class Detail(StrEnum):
     # zombies
     NOT_REAPED = "not reaped within the wait"
     REAPED = "reaped"  #: close: the server closed a silent connection (``idle_timeout_ms`` its announced bound)
+    # takeover probes (a second connection resumes a session whose first is still open)
+    TAKEN_OVER = "taken over"  #: close: the older connection ended, as it must
+    NOT_TAKEN_OVER = "both connections alive after a takeover"  #: close ok=0: a duplicate session
     # disconnect: who ended the connection and why
     SERVER_CLOSE = "server_close"
     LOST = "lost"

@@ -266,7 +266,8 @@ class Connection:
         if previous is not None and previous is not self:
             registry.totals.takeovers_total += 1
             previous.session = None  # it no longer owns the session: its teardown must not detach it
-            previous.close_soon(Close.TAKEN_OVER, "session taken over by a newer connection")
+            if not self.backend.config.has(Fault.NO_TAKEOVER):
+                previous.close_soon(Close.TAKEN_OVER, "session taken over by a newer connection")
         welcome = {
             "t": T.WELCOME,
             "session": session.id,

@@ -21,6 +21,7 @@ class Fault(StrEnum):
     SLOW_RESUME = "slow-resume"  #: a resume takes 1.5-3 s -> reconnect-latency
     REFRESH_BREAKS = "refresh-breaks"  #: a refresh closes the socket (1011) -> refresh
     FORGET_ON_RESTART = "forget-on-restart"  #: the store is not flushed on shutdown -> restart
+    NO_TAKEOVER = "no-takeover"  #: a resume on a new connection leaves the older one open -> duplicate-agent
 
 
 LEAK_BYTES_PER_CONNECTION = 64 * 1024

@@ -386,10 +386,16 @@ def test_user_classes_needing_what_the_protocol_lacks_are_refused():
     from users.flapping import FlappingUser
     from users.zombie import ZombieUser
 
+    from users.refresh import TokenRefreshUser
+
     class StreamlessAgentWS(AgentWS):
         name = "streamless"
         capabilities = AgentWS.capabilities - {protocols.Capability.STREAM}
 
-    protocols.check(StreamlessAgentWS, [FlappingUser, ZombieUser])
-    with pytest.raises(protocols.ProtocolError, match="ConversationUser needs stream"):
-        protocols.check(StreamlessAgentWS, [FlappingUser, ConversationUser])
+    protocols.check(StreamlessAgentWS, [FlappingUser, ZombieUser, ConversationUser])
+    with pytest.raises(protocols.ProtocolError, match="TokenRefreshUser needs stream"):
+        protocols.check(StreamlessAgentWS, [FlappingUser, TokenRefreshUser])
+    mqtt = protocols.load("mqtt")
+    protocols.check(mqtt, [FlappingUser, ZombieUser, ConversationUser])
+    with pytest.raises(protocols.ProtocolError, match="TokenRefreshUser needs refresh, stream"):
+        protocols.check(mqtt, [TokenRefreshUser])

@@ -598,6 +598,29 @@ class AgentClient:
             self.lost = Lost(monotonic(), ABNORMAL, by_client=True)
             self.record(Kind.DISCONNECT, True, code=ABNORMAL, reason=CloseReason.CLIENT, detail=detail)
 
+    def detach(self) -> WebSocket | None:
+        """Take the open connection out of the client and leave it open (a takeover probe watches it)."""
+        ws, self.ws = self.ws, None
+        return ws
+
+    def watch_taken_over(self, old: WebSocket, within_s: float) -> bool:
+        """After a newer connection resumed the session, the older one must end within ``within_s``: a
+        ``close`` ok=1 (reason taken_over) when it did, ok=0 when both stayed open (a duplicate session)."""
+        started = monotonic()
+        deadline = started + within_s
+        try:
+            while (left := deadline - monotonic()) > 0:
+                old.recv(left)  # whatever it is still sent, it is alive: only its end matters
+        except Closed as closed:
+            self.record(
+                Kind.CLOSE, True, code=closed.code, reason=CloseReason.TAKEN_OVER,
+                latency_ms=(monotonic() - started) * 1000, detail=Detail.TAKEN_OVER,
+            )  # fmt: skip
+            return True
+        old.abort()
+        self.record(Kind.CLOSE, False, latency_ms=within_s * 1000, detail=Detail.NOT_TAKEN_OVER)
+        return False
+
     def shutdown(self) -> None:
         """For ``on_stop``: close quickly and quietly, whatever state the connection is in."""
         ws, self.ws = self.ws, None

@@ -20,7 +20,10 @@ class FlappingUser(AgentUser):
     By default every cycle resumes the same session, so the backend must hand
     back the same agent each time; a changed agent id on a successful resume is
     recorded as ``welcome`` ok=0 (the duplicate-agent fault seen from the client).
-    A share of the drops cut TCP without a close frame.
+    A share of the drops cut TCP without a close frame. With ``--flap-takeover-share``
+    a share of the cycles first resume the session on a second connection while the
+    first is still open: the backend must end the first (recorded as ``close``, ok=0
+    when both stayed alive: the MQTT form of a duplicate agent).
     """
 
     wait_time = constant(0)
@@ -38,6 +41,8 @@ class FlappingUser(AgentUser):
         if not self.client.pump(self.jittered(s.flap_connected_ms)):
             self.ensure_connected()  # the backend ended it: follow the close policy, then flap on
             return
+        if s.flap_takeover_share and random.random() < s.flap_takeover_share and not self.take_over():
+            return
         if random.random() < s.flap_abrupt_share:
             self.client.abort(Detail.FLAP_ABRUPT)
         else:
@@ -48,6 +53,18 @@ class FlappingUser(AgentUser):
             if s.flap_final_turn:
                 self.settle()
             raise StopUser()
+
+    def take_over(self) -> bool:
+        """A second connection resumes the session while the first is still open: the backend must end
+        the first (two live connections of one session are a duplicate). False when the second failed."""
+        client = self.client
+        old = client.detach()
+        if not client.connect(resume=True):
+            old.abort()
+            self.pause()
+            return False
+        client.watch_taken_over(old, self.settings.reply_timeout_s)
+        return True
 
     def settle(self) -> None:
         """The plan's last step: a stable connection that sends a message and gets its whole reply."""

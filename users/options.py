@@ -44,6 +44,7 @@ class Settings:
     flap_jitter: float = 0.0
     flap_new_session: bool = False
     flap_abrupt_share: float = 0.0
+    flap_takeover_share: float = 0.0  #: cycles that resume on a second connection while the first is open
     flap_cycles: int = 0  #: 0 = no limit
     flap_final_turn: bool = False  #: after the last cycle: resume, send a message, read the whole reply
     # HeartbeatUser
@@ -144,6 +145,10 @@ def _add_arguments(parser) -> None:
     arg("--flap-jitter", float, "FlappingUser: +/- fraction applied to both times")
     arg("--flap-new-session", _flag, "FlappingUser: start a new session each cycle instead of resuming")
     arg("--flap-abrupt-share", float, "FlappingUser: share of cycles that cut TCP without a close frame")
+    arg(
+        "--flap-takeover-share", float,
+        "FlappingUser: share of cycles that resume on a second connection first: the backend must end the first",
+    )  # fmt: skip
     arg("--flap-cycles", int, "FlappingUser: cycles per user, then it stops (0 = until the run ends)")
     arg("--flap-final-turn", _flag, "FlappingUser: after the last cycle, resume and send a message, read its reply")
     arg("--hb-interval-ms", float, "HeartbeatUser: heartbeat interval (0 = the backend's from welcome)")

@@ -66,11 +66,15 @@ CONVERSATION = ("ConversationUser",)
 #: name -> the run. "clean" exercises every verdict (a restart included) and must pass them all.
 SPECS = {
     # The same write-behind as forget-on-restart: a clean backend flushes on SIGTERM and loses nothing.
-    "clean": Spec(ALL, 15, 24, extra=("--stub-restart-at", "10", "--stub-flush-interval-ms", "8000")),
+    "clean": Spec(
+        ALL, 15, 24, extra=("--stub-restart-at", "10", "--stub-flush-interval-ms", "8000", "--flap-takeover-share", "0.1")
+    ),
     "leak": Spec(FLAPPING, 8, 16, "leak"),
     "fd-leak": Spec(FLAPPING, 8, 12, "fd-leak"),
     # Also the quit hook: --verdicts makes the analysis's exit code Locust's.
     "duplicate-agent": Spec(FLAPPING, 4, 8, "duplicate-agent", ("--verdicts",)),
+    # Takeover probes: a second connection resumes each session while its first is open.
+    "no-takeover": Spec(FLAPPING, 4, 8, "no-takeover", ("--flap-takeover-share", "0.3")),
     "lose-offline": Spec(CONVERSATION, 6, 12, "lose-offline"),
     "stream-gap": Spec(CONVERSATION, 6, 12, "stream-gap"),
     "no-reap": Spec(("ZombieUser",), 3, 10, "no-reap"),
@@ -88,6 +92,7 @@ TARGET = {
     "leak": "leak",
     "fd-leak": "leak",
     "duplicate-agent": "duplicate-agent",
+    "no-takeover": "duplicate-agent",
     "lose-offline": "delivery",
     "stream-gap": "delivery",
     "no-reap": "zombie",
