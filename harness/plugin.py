@@ -52,6 +52,15 @@ logger = logging.getLogger(__name__)
 current: Run | None = None
 
 
+def classes_to_run(environment) -> list:
+    """The user classes this run will spawn: a scenario's mix when its load shape runs one (the
+    locustfile holds every class), else the locustfile's or the command line's."""
+    scenario = SCENARIOS.get(getattr(environment.parsed_options, "scenario", None) or "")
+    available = environment.available_user_classes or {}
+    if scenario is not None and environment.shape_class is not None and set(scenario.mix) <= set(available):
+        return [available[name] for name in scenario.mix]
+    return list(environment.user_classes or [])
+
 class Run:
     """One run of the master or local process: its directory and everything writing into it."""
 
@@ -73,7 +82,7 @@ class Run:
         options.validate(opts)
         if not opts.host and not opts.protocol:
             opts.protocol = targets.get(opts.target).protocol  # the target's own; the spawn message carries it
-        adapter = options.validate_protocol(opts, env.locustfile, env.user_classes)
+        adapter = options.validate_protocol(opts, env.locustfile, classes_to_run(env))
         self.dir = RunDir(opts.run_dir, opts.run_id)
         self.dir.meta["protocol"] = protocols.describe(adapter, opts.protocol)
         self.dir.meta["target"] = None if opts.host else targets.get(opts.target).name
@@ -170,7 +179,9 @@ class Run:
             if getattr(self.options, dest, None) in ("", None):
                 setattr(self.options, dest, value)
         if not self.options.headless:
-            self._apply_scenario_from_form()
+            if not self._apply_scenario_from_form():
+                gevent.spawn(environment.runner.stop)
+                return
             self._apply_backend_settings_from_form()
             if not self._protocol_from_form(environment):
                 return
@@ -182,12 +193,22 @@ class Run:
         if at not in (None, "") and self.backend is not None:
             gevent.spawn_later(float(at), self._scheduled_restart)
 
-    def _apply_scenario_from_form(self) -> None:
-        """A scenario picked in the web UI's form brings its knobs (the shape brings its users)."""
+    def _apply_scenario_from_form(self) -> bool:
+        """A scenario picked in the web UI's form brings its knobs (the shape brings its users); False (logged,
+        the test is stopped) when it is made for another target than the one this harness started."""
         opts = self.options
         if not opts.scenario or opts.scenario == self.dir.meta.get("scenario"):
-            return
+            return True
         scenario = SCENARIOS[opts.scenario]
+        wanted = scenario.options.get("target", targets.DEFAULT)
+        if self.backend is not None and wanted != self.backend.target.name:
+            logger.error(
+                "scenario %s runs against --target %s, this web UI's backend is %s: start it with "
+                "`locust -f locustfile.py,scenarios/shape.py --target %s`; the test is stopped before any user starts",
+                scenario.name, wanted, self.backend.target.name, wanted,
+            )  # fmt: skip
+            opts.scenario = self.dir.meta.get("scenario") or ""
+            return False
         for key, value in scenario.options.items():
             dest = key.replace("-", "_")
             if dest.startswith("stub_") and self.backend is None:
@@ -198,6 +219,7 @@ class Run:
         self.dir.meta["scenario"] = scenario.name
         self.dir.meta["options"] = {k: v for k, v in sorted(vars(opts).items()) if not options.is_secret(k)}
         logger.info("scenario %s picked in the web UI: its options apply from this test on", scenario.name)
+        return True
 
     def _apply_backend_settings_from_form(self) -> None:
         """The embedded backend's settings as the form (or a scenario picked there) left them: restart it with them."""
@@ -215,7 +237,7 @@ class Run:
         if not opts.protocol:
             opts.protocol = self.dir.meta["protocol"]["spec"]
         try:
-            adapter = options.validate_protocol(opts, environment.locustfile, environment.user_classes)
+            adapter = options.validate_protocol(opts, environment.locustfile, classes_to_run(environment))
         except options.OptionError as e:
             logger.error("%s: the test is stopped before any user starts", e)
             gevent.spawn(environment.runner.stop)

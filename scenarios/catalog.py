@@ -71,6 +71,23 @@ class Scenario:
 
 SOAK_MIX = {"HeartbeatUser": 12, "FlappingUser": 3, "TokenRefreshUser": 2, "ConversationUser": 3, "ZombieUser": 1}
 
+#: MQTT on the mosquitto target the harness starts (harness/mosquitto.py). MQTT has no refresh in place, so
+#: no TokenRefreshUser; takeover probes stand for the agent counts a broker does not publish.
+MQTT_MIX = {"HeartbeatUser": 12, "FlappingUser": 3, "ConversationUser": 3, "ZombieUser": 1}
+MQTT = {"target": "mosquitto", "flap-takeover-share": 0.1}
+#: Time-compressed: keepalive 2 s (a silent client dropped after 3 s), sessions kept 10 s while away.
+MQTT_COMPRESSED = MQTT | {
+    "mqtt-keepalive-s": 2,
+    "mqtt-session-expiry-s": 10,
+    "zombie-max-wait-s": 15,
+    "gap-medium-s": 1,
+    "gap-weights": "6,3,0",  # an MQTT broker gives no reason for a session gone: no gap past the expiry
+    "backoff-base-ms": 200,
+    "backoff-cap-ms": 2000,
+    # mosquitto 2.0 checks keepalives every 6 s, in whole seconds: the reap's grace is that (thresholds file).
+    "thresholds": "scenarios/thresholds/mosquitto.toml",
+}
+
 _ALL = [
     Scenario(
         "flapping",
@@ -298,6 +315,109 @@ _ALL = [
         options={**COMPRESSED, "stub-resume-window": 8, "stub-restart-at": 60, "stub-flush-interval-ms": 5000},
         min_seconds=20,
         drain=10,
+    ),
+]
+
+_ALL += [
+    Scenario(
+        "mqtt-flapping",
+        "Does an MQTT broker keep a flapping client's session (same client id, session present) without leaking?",
+        "WS-RESILIENCE-006 (flapping) on MQTT: 100 ms connected / 50 ms away, the same client id each cycle",
+        "duplicate-agent (takeover probes: one live connection per client id), leak, reconnect-latency",
+        {"FlappingUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options=MQTT | {"flap-takeover-share": 0.2, "thresholds": "scenarios/thresholds/mosquitto.toml"},
+        min_seconds=10,
+        drain=5,
+        gate=("duplicate-agent", "leak", "reconnect-latency", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-offline-queue",
+        "Are QoS 1 messages published while a client is away delivered on its return, once each, in order?",
+        "Message queuing while disconnected, on MQTT: the broker's offline queue",
+        "delivery (pushes once each, in order; DUP redeliveries not counted twice), context (session present)",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options=MQTT_COMPRESSED | {"pushes-while-away": 5, "gap-weights": "1,1,0"},
+        min_seconds=10,
+        drain=5,
+        gate=("delivery", "context", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-keepalive",
+        "Do PINGREQs keep live MQTT clients connected, and does the broker drop silent ones after 1.5 keepalives?",
+        "Heartbeat and zombie cleanup, on MQTT keepalive",
+        "zombie (every silent client dropped within 1.5 x keepalive + the broker's 7 s sweep; no live client "
+        "dropped), leak",
+        {"HeartbeatUser": 3, "ZombieUser": 1},
+        users=20,
+        spawn_rate=20,
+        seconds=30,
+        options=dict(MQTT_COMPRESSED),
+        min_seconds=10,
+        drain=5,
+        gate=("zombie", "leak", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-restart",
+        "Does every MQTT client come back with its session (session present) after a broker restart (SIGTERM)?",
+        "Backend restart under load (SIGTERM), on MQTT with persistence on",
+        "restart (every client back, every session present), delivery",
+        MQTT_MIX,
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options=MQTT_COMPRESSED | {"stub-restart-at": 15},
+        min_seconds=12,
+        drain=5,
+        gate=("restart", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-restart-kill",
+        "The mqtt-restart scenario with kill -9: what does the broker keep of its sessions?",
+        "Backend restart under load (kill -9), on MQTT: persistence saves every autosave_interval",
+        "restart (every client back; sessions present: none changed since the broker's last save)",
+        MQTT_MIX,
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options=MQTT_COMPRESSED | {"stub-restart-at": 15, "stub-restart-kill": "true"},
+        min_seconds=12,
+        drain=5,
+        gate=("restart", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-soak",
+        "Over an hour of mixed MQTT clients, does the broker leak, duplicate sessions, lose messages or "
+        "reconnect slowly?",
+        "All seed plans together on MQTT: keepalive clients the majority, with flapping, queuing and silent clients",
+        "every verdict MQTT exercises (refresh: skipped, MQTT has no refresh in place)",
+        MQTT_MIX,
+        users=500,
+        spawn_rate=20,
+        seconds=3600,
+        options=MQTT | {"mqtt-session-expiry-s": 120, "thresholds": "scenarios/thresholds/mosquitto.toml"},
+        min_seconds=30,
+        drain=30,
+        gate=("duplicate-agent", "leak", "reconnect-latency", "delivery", "context", "zombie", "harness-health"),
+    ),
+    Scenario(
+        "mqtt-ci-soak",
+        "The MQTT soak in two minutes: a CI gate for a broker.",
+        "All seed plans together on MQTT, time-compressed (restarts: mqtt-restart)",
+        "every verdict MQTT exercises (refresh: skipped, MQTT has no refresh in place)",
+        MQTT_MIX,
+        users=60,
+        spawn_rate=30,
+        seconds=120,
+        options=MQTT_COMPRESSED | {"pushes-while-away": 3},
+        min_seconds=20,
+        drain=10,
+        gate=("duplicate-agent", "leak", "reconnect-latency", "delivery", "context", "zombie", "harness-health"),
     ),
 ]
 

@@ -38,7 +38,9 @@ class ConversationUser(AgentUser):
     needs = frozenset({Capability.RESUME})
 
     def on_start(self) -> None:
-        self.push_ids: dict[str, int] = {}  #: session -> last push id sent
+        #: (session, generation) -> last push id sent. A new session numbers its pushes from 1, even under an old
+        #: name (an MQTT client id whose session the broker lost): the publisher's sequence restarts with it.
+        self.push_ids: dict[tuple[str, int], int] = {}
         self.cycles = 0
 
     @task
@@ -93,10 +95,11 @@ class ConversationUser(AgentUser):
         n = self.settings.pushes_while_away
         if n <= 0 or Capability.PUSH not in self.client.adapter.capabilities or not can_push(self.client):
             return []
-        first = self.push_ids.get(session, 0) + 1
+        key = (session, self.client.session.generation)
+        first = self.push_ids.get(key, 0) + 1
         sent = push(self.client, session, [(i, {"n": i}) for i in range(first, first + n)])
         # Numbers carry on after the last one the backend took: a publisher's sequence has no holes of its own.
-        self.push_ids[session] = max(sent, default=first - 1)
+        self.push_ids[key] = max(sent, default=first - 1)
         return sent
 
     def check_context_kept(self, expected_pushes: list[int]) -> None:

@@ -41,7 +41,8 @@ class FlappingUser(AgentUser):
         if not self.client.pump(self.jittered(s.flap_connected_ms)):
             self.ensure_connected()  # the backend ended it: follow the close policy, then flap on
             return
-        if s.flap_takeover_share and random.random() < s.flap_takeover_share and not self.take_over():
+        takeover = self.cycles and s.flap_takeover_share and random.random() < s.flap_takeover_share
+        if takeover and not self.take_over():
             return
         if random.random() < s.flap_abrupt_share:
             self.client.abort(Detail.FLAP_ABRUPT)
@@ -60,8 +61,7 @@ class FlappingUser(AgentUser):
         client = self.client
         old = client.detach()
         if not client.connect(resume=True):
-            old.abort()
-            self.pause()
+            old.abort()  # the next cycle comes back by the close policy, resuming: the session is not given up
             return False
         client.watch_taken_over(old, self.settings.reply_timeout_s)
         return True

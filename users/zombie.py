@@ -31,7 +31,16 @@ class ZombieUser(AgentUser):
         silent_since = client.last_sent
         if client.pump(self.settings.zombie_max_wait_s):
             waited_ms = (self.now() - silent_since) * 1000
-            # Where the session announced no idle timeout (MQTT keepalive 0), that is the cause: say so.
-            cause = "" if client.adapter.idle_timeout_ms else "the session announced no idle timeout (keepalive 0?)"
-            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail=Detail.NOT_REAPED, note=cause)
+            self.note(Kind.CLOSE, False, latency_ms=waited_ms, detail=Detail.NOT_REAPED, note=self.why_not_reaped())
             client.abort(Detail.ZOMBIE_GAVE_UP)
+
+    def why_not_reaped(self) -> str:
+        """Where the connection itself said it would not be reaped in time, that is the cause (an MQTT
+        keepalive of 0, which a broker takes as never, or as its own maximum)."""
+        idle_s, wait_s = self.client.adapter.idle_timeout_ms / 1000, self.settings.zombie_max_wait_s
+        if not idle_s:
+            return "the connection announced no idle timeout"
+        if idle_s > wait_s:
+            return f"the connection announced an idle timeout of {idle_s:.0f} s, longer than the {wait_s:.0f} s wait"
+        return ""
+

@@ -107,17 +107,20 @@ TARGET = {
 MAY_ALSO_FAIL = {"forget-on-restart": ("delivery", "context", "reconnect-latency")}
 
 
-def run_all(names, root: Path, parallel: int | None = None, timeout: float = 120) -> dict[str, tuple[Path, int | None]]:
-    """Run the named specs, longest first, at most ``parallel`` at a time (default: ``capacity.real_runs()``);
-    return name -> (run directory, locust's exit code)."""
+def run_all(
+    names, root: Path, parallel: int | None = None, timeout: float = 120, specs: dict[str, Spec] | None = None
+) -> dict[str, tuple[Path, int | None]]:
+    """Run the named specs (of ``specs``, default :data:`SPECS`), longest first, at most ``parallel`` at a time
+    (default: ``capacity.real_runs()``); return name -> (run directory, locust's exit code)."""
+    specs = SPECS if specs is None else specs
     parallel = parallel or real_runs()
-    pending = sorted(names, key=lambda name: -SPECS[name].seconds)
+    pending = sorted(names, key=lambda name: -specs[name].seconds)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     done: dict[str, tuple[Path, int | None]] = {}
     while pending or running:
         while pending and len(running) < parallel:
             name = pending.pop(0)
-            spec = SPECS[name]
+            spec = specs[name]
             proc = start_locust(*spec.args(root, name), log=root / f"{name}.log", locustfile="locustfile.py")
             running[name] = (proc, time.monotonic() + spec.seconds + timeout)
         for name, (proc, deadline) in list(running.items()):

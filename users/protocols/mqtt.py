@@ -69,6 +69,8 @@ IDLE_FACTOR = 1.5
 #: the client's differ by the time the last packet took to arrive).
 REAP_TOLERANCE = 0.95
 _SUBSCRIBE_ID = 1  #: the packet id of the session's one SUBSCRIBE
+#: QoS 1 messages in flight a broker takes unless its CONNACK says fewer (MQTT 5, 3.2.2.3.3; 3.1.1 has no limit).
+RECEIVE_MAXIMUM_DEFAULT = 65_535
 
 #: Why a broker ended or refused the connection, by MQTT 5 reason code; any other is OTHER.
 CLOSE_REASONS = {
@@ -203,7 +205,9 @@ class Mqtt(Adapter):
         return [codec.pingreq()]
 
     def leave(self) -> list[Frame]:
-        return [codec.disconnect(self.level)]
+        """v5: DISCONNECT with a session expiry of 0 ends the session too; 3.1.1 has no way to say so (its
+        session ends only with a clean-session connection), so there it ends the connection only."""
+        return [codec.disconnect(self.level, end_session=True)]
 
     def publisher(self, session: str, pushes: list[tuple[int, dict]], tag: str) -> MqttPublisher:
         return MqttPublisher(self, session, pushes, tag)
@@ -348,60 +352,83 @@ _HANDLERS = {
 class MqttPublisher:
     """The harness's own publisher of pushes to one session, over a connection of its own (sans-I/O).
 
-    ``start()`` gives the frames to send once connected (CONNECT); feed every message
-    received to :meth:`receive`, which answers with frames to send (each PUBLISH once
-    CONNACK came, then DISCONNECT once every PUBACK came). :attr:`done` when over;
-    :attr:`acknowledged` the push ids the broker took; :attr:`error` why it stopped short.
+    ``start()`` gives the frames to send once connected (CONNECT, as the session's user); feed every
+    message received to :meth:`receive`, which answers with frames to send: PUBLISHes once CONNACK came,
+    never more in flight than the broker's Receive Maximum, then DISCONNECT once every PUBACK came.
+    :attr:`done` when over; :attr:`acknowledged` the push ids the broker took (a v5 PUBACK with a
+    failure reason code is not taken); :attr:`error` why it stopped short.
     """
 
-    __slots__ = ("level", "topic", "pushes", "client_id", "acknowledged", "error", "done", "_reader", "_ids", "_out")
+    __slots__ = (
+        "level", "topic", "client_id", "username", "password", "acknowledged", "refused", "error", "done",
+        "_reader", "_ids", "_waiting", "_in_flight", "_window",
+    )  # fmt: skip
 
     def __init__(self, adapter: Mqtt, session: str, pushes: list[tuple[int, dict]], tag: str) -> None:
         self.level = adapter.level
         self.topic = TOPIC.format(client_id=session)
-        self.pushes = pushes
         self.client_id = f"{session}.pub{tag}"
+        self.username, self.password = adapter.user_id, adapter.options.password
         self.acknowledged: list[int] = []
+        self.refused: list[int] = []  #: push ids the broker answered with a failure reason code
         self.error = ""
-        self.done = False
+        self.done = not pushes
         self._reader = codec.PacketReader()
         self._ids = itertools.count(1)
-        self._out: dict[int, int] = {}  #: packet id -> push id, until PUBACK
+        self._waiting = deque(pushes)  #: not published yet
+        self._in_flight: dict[int, int] = {}  #: packet id -> push id, until PUBACK
+        self._window = 0  #: how many may be in flight (the broker's Receive Maximum, once CONNACK said it)
 
     def start(self) -> list[Frame]:
-        return [codec.connect(self.client_id, level=self.level, keepalive_s=30, clean=True)]
+        return [
+            codec.connect(
+                self.client_id, level=self.level, keepalive_s=30, clean=True,
+                username=self.username, password=self.password,
+            )
+        ]  # fmt: skip
 
     def receive(self, frame: Frame) -> list[Frame]:
         if isinstance(frame, str):
             return self._stop("a text frame from an MQTT broker")
         try:
-            packets = self._reader.feed(frame)
+            return [out for p in self._reader.feed(frame) for out in self._packet(p)]
         except codec.MalformedPacket as e:
             return self._stop(f"malformed MQTT: {e}")
+
+    def _packet(self, p: codec.Packet) -> list[Frame]:
+        if self.done:
+            return []
+        if p.type == PacketType.CONNACK:
+            ack = codec.parse_connack(p, self.level)
+            if ack.code:
+                return self._stop(f"publisher refused: connack {codec.reason_name(ack.code)}")
+            self._window = int(ack.properties.get(codec.Prop.RECEIVE_MAXIMUM, RECEIVE_MAXIMUM_DEFAULT))
+            return self._publish_more()
+        if p.type == PacketType.PUBACK:
+            packet_id, reason = codec.parse_puback(p, self.level)
+            push_id = self._in_flight.pop(packet_id, None)
+            if push_id is not None:
+                (self.refused if reason >= 0x80 else self.acknowledged).append(push_id)
+            if self.refused and not self.error:
+                self.error = f"publish refused: puback {codec.reason_name(reason)}"
+            out = self._publish_more()
+            if not self._in_flight and not self._waiting:
+                self.done = True
+                out.append(codec.disconnect(self.level))
+            return out
+        if p.type == PacketType.DISCONNECT:
+            reason = codec.parse_disconnect(p, self.level).reason
+            return self._stop(f"publisher disconnected: {codec.reason_name(reason)}")
+        return []
+
+    def _publish_more(self) -> list[Frame]:
         out: list[Frame] = []
-        for p in packets:
-            if p.type == PacketType.CONNACK:
-                ack = codec.parse_connack(p, self.level)
-                if ack.code:
-                    return self._stop(f"publisher refused: connack {codec.reason_name(ack.code)}")
-                for push_id, data in self.pushes:
-                    packet_id = next(self._ids)
-                    self._out[packet_id] = push_id
-                    out.append(
-                        codec.publish(
-                            self.topic, push_payload(push_id, data), qos=1, packet_id=packet_id, level=self.level
-                        )
-                    )
-            elif p.type == PacketType.PUBACK:
-                push_id = self._out.pop(codec.parse_packet_id(p, "PUBACK"), None)
-                if push_id is not None:
-                    self.acknowledged.append(push_id)
-                if not self._out:
-                    self.done = True
-                    out.append(codec.disconnect(self.level))
-            elif p.type == PacketType.DISCONNECT:
-                reason = codec.parse_disconnect(p, self.level).reason
-                return self._stop(f"publisher disconnected: {codec.reason_name(reason)}")
+        while self._waiting and len(self._in_flight) < self._window:
+            push_id, data = self._waiting.popleft()
+            packet_id = next(self._ids)
+            self._in_flight[packet_id] = push_id
+            payload = push_payload(push_id, data)
+            out.append(codec.publish(self.topic, payload, qos=1, packet_id=packet_id, level=self.level))
         return out
 
     def _stop(self, why: str) -> list[Frame]:

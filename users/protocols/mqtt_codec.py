@@ -232,9 +232,11 @@ def pingreq() -> bytes:
     return _PINGREQ
 
 
-def disconnect(level: Level, reason: int = 0) -> bytes:
-    if level is Level.V5 and reason:
-        return packet(PacketType.DISCONNECT, 0, bytes((reason,)) + properties({}))
+def disconnect(level: Level, reason: int = 0, *, end_session: bool = False) -> bytes:
+    """DISCONNECT; v5 ``end_session``: with a session expiry of 0, so that the broker drops the session too."""
+    if level is Level.V5 and (reason or end_session):
+        props = properties({Prop.SESSION_EXPIRY_INTERVAL: 0} if end_session else {})
+        return packet(PacketType.DISCONNECT, 0, bytes((reason,)) + props)
     return _DISCONNECT_V311
 
 
@@ -385,6 +387,13 @@ def parse_publish(p: Packet, level: Level) -> Publish:
 
 def parse_packet_id(p: Packet, what: str) -> int:
     return _Cursor(p.body, what).u16()
+
+
+def parse_puback(p: Packet, level: Level) -> tuple[int, int]:
+    """(packet id, reason code): v5 may add a reason (0 when absent); 3.1.1 has none."""
+    c = _Cursor(p.body, "PUBACK")
+    packet_id = c.u16()
+    return packet_id, (c.byte() if level is Level.V5 and c.left else 0)
 
 
 def parse_suback(p: Packet, level: Level) -> tuple[int, list[int]]:

@@ -68,7 +68,7 @@ class Session:
         "session", "agent", "agent_turns", "ctx_hash", "hb_interval_ms", "idle_timeout_ms",
         "resume_window_s", "token_exp", "last_seq", "acked_seq", "streams", "turns", "sent_cids", "completed",
         "chunks_per_reply", "pushes", "last_push", "replayed_through", "turns_at_welcome", "cid_turn",
-        "resumed", "welcome_detail", "welcome_ok",
+        "resumed", "welcome_detail", "welcome_ok", "generation",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -95,6 +95,8 @@ class Session:
         self.resumed = False  #: the last open resumed the session
         self.welcome_detail = ""  #: templated summary of the last open
         self.welcome_ok = True  #: False when a resume showed another identity or context
+        #: Grows with every session that opened new (not resumed), under whatever name the server gave it.
+        self.generation = 0
 
     @property
     def has_session(self) -> bool:
@@ -160,6 +162,7 @@ class Session:
         return Observation(Kind.WELCOME, True, detail=Detail.NEW)
 
     def _forget_session(self) -> None:
+        self.generation += 1
         self.session = self.agent = self.ctx_hash = ""
         self.last_seq = self.acked_seq = self.agent_turns = 0
         self.streams.clear()
