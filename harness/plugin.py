@@ -61,6 +61,7 @@ def classes_to_run(environment) -> list:
         return [available[name] for name in scenario.mix]
     return list(environment.user_classes or [])
 
+
 class Run:
     """One run of the master or local process: its directory and everything writing into it."""
 

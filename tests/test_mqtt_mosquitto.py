@@ -39,7 +39,9 @@ def broker(*args: str) -> tuple[str, ...]:
 SPECS = {
     # Clean start never: the sessions' current connections are all resumable ones (see "found" below).
     "clean": Spec(
-        MIX, 12, 24,
+        MIX,
+        12,
+        24,
         extra=(*MQTT, "--stub-restart-at", "10", "--mqtt-clean-start", "never", "--flap-takeover-share", "0.2"),
     ),  # fmt: skip
     # The offline queue holds 1 message: the second and third pushes to an away client are dropped.
@@ -47,7 +49,9 @@ SPECS = {
     # Keepalive 0 tells the broker never to drop the client.
     "keepalive-0": Spec(("ZombieUser",), 3, 10, extra=(*MQTT, "--mqtt-keepalive-s", "0", "--zombie-max-wait-s", "5")),
     "no-persistence": Spec(
-        ("FlappingUser", "HeartbeatUser"), 8, 14,
+        ("FlappingUser", "HeartbeatUser"),
+        8,
+        14,
         extra=(*MQTT, "--stub-restart-at", "6", "--mqtt-clean-start", "never", *broker("--persistence", "false")),
     ),  # fmt: skip
     # As found: persistence on, clean start on a session's first connection (paho's default).
@@ -81,9 +85,9 @@ def test_a_clean_mosquitto_passes_every_verdict_the_run_exercises(runs):
     assert {n: verdicts[n]["status"] for n in exercised} == dict.fromkeys(exercised, "pass"), out
     assert verdicts["refresh"]["status"] == "skipped", out
     latency = verdicts["reconnect-latency"]
-    assert latency["status"] == "pass" or (
-        latency["status"] == "inconclusive" and "needs 299" in latency["summary"]
-    ), out
+    assert latency["status"] == "pass" or (latency["status"] == "inconclusive" and "needs 299" in latency["summary"]), (
+        out
+    )
     assert "takeovers" in verdicts["duplicate-agent"]["summary"], out
     assert "pushes once each in order" in verdicts["delivery"]["summary"], out
     meta = json.loads((run_dir / "meta.json").read_text())

@@ -44,6 +44,21 @@ BRIEF = {
     "restart-kill": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
     "soak": ["-u", "30", "-r", "30", "-t", "30s", "--drain", "3"],
     "ci-soak": ["-u", "30", "-t", "24s", "--stub-restart-at", "10"],
+    "mqtt-flapping": ["-t", "10s"],
+    "mqtt-offline-queue": ["-t", "10s"],
+    "mqtt-keepalive": ["-t", "12s"],
+    "mqtt-restart": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
+    "mqtt-restart-kill": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
+    "mqtt-soak": ["-u", "30", "-r", "30", "-t", "24s", "--drain", "3"],
+    "mqtt-ci-soak": ["-u", "30", "-t", "20s"],
+}
+#: What the scenarios as shipped find on stock mosquitto 2.0.11 (scenarios/README.md, the findings): the
+#: verdicts that fail there, and why. Every other verdict of theirs must not fail.
+FOUND_ON_MOSQUITTO = {
+    # clean-started sessions are not saved at SIGTERM (src/persist_write.c)
+    "mqtt-restart": {"restart"},
+    # kill -9 15 s in: nothing saved since the start (autosave every 1800 s); conversations lose theirs too
+    "mqtt-restart-kill": {"restart", "context"},
 }
 #: Brief runs that must fail: (scenario, fault) -> the verdict that must fail.
 FAULTS = {
@@ -126,7 +141,8 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
     code, run_dir, log = brief_runs[name]
     assert (run_dir / "verdicts.json").exists(), log[-3000:]
     statuses = verdicts(run_dir)
-    assert "fail" not in statuses.values(), log[-3000:]
+    found = FOUND_ON_MOSQUITTO.get(name, set())
+    assert "fail" not in [v for verdict, v in statuses.items() if verdict not in found], log[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["scenario"] == name and meta["complete"] is True
     mix = SCENARIOS[name].mix
@@ -134,9 +150,9 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
     gate = SCENARIOS[name].gate or tuple(statuses)
     if "harness-health" in gate:
         assert_generator_fit(run_dir)
-    for verdict in gate:
+    for verdict in set(gate) - found:
         assert statuses[verdict] == "pass" or verdict in TOO_BRIEF_FOR, (verdict, log[-3000:])
-    assert code in (0, 3), log[-3000:]
+    assert code in ((0, 1, 3) if found else (0, 3)), log[-3000:]
     assert "verdict " in log and "report:" in log  # the run ends with its verdict table
 
 
@@ -145,6 +161,15 @@ def test_scenarios_pass_their_gate_even_when_brief(brief_runs, name):
     code, run_dir, log = brief_runs[name]
     assert_generator_fit(run_dir)
     assert code == 0, log[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(FOUND_ON_MOSQUITTO))
+def test_mqtt_restart_scenarios_show_what_stock_mosquitto_loses(brief_runs, name):
+    """As written down in scenarios/README.md: sessions come back new after the broker's restart."""
+    code, run_dir, log = brief_runs[name]
+    restart = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "restart")
+    assert restart["status"] == "fail" and "came back new" in restart["summary"], log[-3000:]
+    assert code == 1
 
 
 @pytest.mark.parametrize(("name", "fault"), sorted(FAULTS))

@@ -384,9 +384,8 @@ def test_user_classes_needing_what_the_protocol_lacks_are_refused():
     from users import protocols
     from users.conversation import ConversationUser
     from users.flapping import FlappingUser
-    from users.zombie import ZombieUser
-
     from users.refresh import TokenRefreshUser
+    from users.zombie import ZombieUser
 
     class StreamlessAgentWS(AgentWS):
         name = "streamless"

@@ -127,7 +127,7 @@ def _add_arguments(parser) -> None:
     arg("--mqtt-keepalive-s", int, "MQTT keepalive: PINGREQ interval; the broker drops silence after 1.5x (0 = never)")
     arg("--mqtt-session-expiry-s", int, "MQTT 5 session expiry: how long the broker keeps an away session")
     arg(
-        "--mqtt-clean-start", str, "MQTT 5 clean start: on a session's first connection (first, paho's default) or never",
+        "--mqtt-clean-start", str, "MQTT 5 clean start: a session's first connection (first, paho's default) or never",
         choices=("first", "never"),
     )  # fmt: skip
     arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")

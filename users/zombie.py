@@ -43,4 +43,3 @@ class ZombieUser(AgentUser):
         if idle_s > wait_s:
             return f"the connection announced an idle timeout of {idle_s:.0f} s, longer than the {wait_s:.0f} s wait"
         return ""
-

@@ -67,7 +67,10 @@ CONVERSATION = ("ConversationUser",)
 SPECS = {
     # The same write-behind as forget-on-restart: a clean backend flushes on SIGTERM and loses nothing.
     "clean": Spec(
-        ALL, 15, 24, extra=("--stub-restart-at", "10", "--stub-flush-interval-ms", "8000", "--flap-takeover-share", "0.1")
+        ALL,
+        15,
+        24,
+        extra=("--stub-restart-at", "10", "--stub-flush-interval-ms", "8000", "--flap-takeover-share", "0.1"),
     ),
     "leak": Spec(FLAPPING, 8, 16, "leak"),
     "fd-leak": Spec(FLAPPING, 8, 12, "fd-leak"),
