@@ -88,7 +88,7 @@ def test_a_protocol_typed_in_the_web_ui_that_cannot_load_stops_the_test_naming_i
         (["--target", "no-such-target"], "--target: 'no-such-target' is not a target"),
         (["--target", "chatline", "--host", "http://127.0.0.1:9"], "--target: starts a backend of its own"),
         (["--target", "chatline", "--stub-fault", "leak"], "--stub-fault: plants faults in the reference backend"),
-        (["--protocol", "mqtt"], "--protocol: 'mqtt': not a built-in protocol"),
+        (["--protocol", "amqp"], "--protocol: 'amqp': not a built-in protocol"),
         (["--protocol", "no_such_module:Adapter"], "did not load: ModuleNotFoundError"),
     ],
 )

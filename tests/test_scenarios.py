@@ -49,8 +49,8 @@ BRIEF = {
     "mqtt-keepalive": ["-t", "12s"],
     "mqtt-restart": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
     "mqtt-restart-kill": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
-    "mqtt-soak": ["-u", "30", "-r", "30", "-t", "24s", "--drain", "3"],
-    "mqtt-ci-soak": ["-u", "30", "-t", "20s"],
+    "mqtt-soak": ["-u", "12", "-r", "12", "-t", "14s", "--drain", "3"],
+    "mqtt-ci-soak": ["-u", "16", "-t", "16s"],
 }
 #: What the scenarios as shipped find on stock mosquitto 2.0.11 (scenarios/README.md, the findings): the
 #: verdicts that fail there, and why. Every other verdict of theirs must not fail.

@@ -604,8 +604,11 @@ class AgentClient:
         return ws
 
     def watch_taken_over(self, old: WebSocket, within_s: float) -> bool:
-        """After a newer connection resumed the session, the older one must end within ``within_s``: a
+        """After a newer connection resumed the session, the older one must end within ``within_s`` (at most
+        half the server's idle timeout: a later end may be the reap of a silent socket, not a takeover): a
         ``close`` ok=1 (reason taken_over) when it did, ok=0 when both stayed open (a duplicate session)."""
+        idle_s = self.adapter.idle_timeout_ms / 1000
+        within_s = min(within_s, idle_s / 2) if idle_s else within_s
         started = monotonic()
         deadline = started + within_s
         try:
