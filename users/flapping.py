@@ -13,7 +13,6 @@ from contract.events import Detail, Role
 from .base import AgentUser
 from .protocols.base import Capability
 
-
 #: A backend ends the older connection as it takes the session over (mosquitto before its CONNACK, the
 #: reference backend before its welcome): by this long after the newer one opened, it must have ended.
 TAKEOVER_WITHIN_S = 2.0
