@@ -117,7 +117,7 @@ def _add_arguments(parser) -> None:
     arg(
         "--protocol",
         str,
-        "the backend's session protocol: agentws, mqtt, mqtt311, or your adapter's module:Class (default: the --target's)",
+        "the session protocol: agentws, mqtt, mqtt311, or your adapter's module:Class (default: the --target's)",
     )
     arg("--ws-path", str, "path (and query) of the WebSocket endpoint on the host (default: the protocol's)")
     arg("--token-url", str, "token endpoint (default: host + /auth/token)")
