@@ -62,8 +62,14 @@ SPECS = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, int | None]]:
     root = tmp_path_factory.mktemp("mqtt-runs")
-    done = run_all(list(SPECS), root, specs=SPECS)
-    for name, (run_dir, _) in done.items():
+    # No anonymous clients and no user: every CONNECT is refused (CONNACK not authorized).
+    (root / "passwords").write_text("")
+    specs = SPECS | {
+        "refused": Spec(("FlappingUser",), 2, 6, extra=(*MQTT, *broker("--password-file", str(root / "passwords"))))
+    }
+    done = run_all(list(specs), root, specs=specs)
+    done["refused"] += (root / "refused.log",)
+    for name, (run_dir, *_) in done.items():
         assert (run_dir / "verdicts.json").exists(), (
             f"run {name} was not judged; log:\n" + (root / f"{name}.log").read_text()[-3000:]
         )
@@ -137,14 +143,11 @@ def test_found_sigterm_keeps_only_sessions_whose_connection_did_not_ask_for_a_cl
     assert lost == {"HeartbeatUser"}, restart["evidence"]
 
 
-def test_a_broker_that_refuses_connect_is_a_named_failure_with_bounded_retries(tmp_path):
-    """No anonymous clients and no user: every CONNECT is refused (CONNACK not authorized); the users record
-    the refusal, back off, and the run ends on time with its verdicts, nothing crashed, nothing delivered."""
-    empty = tmp_path / "passwords"
-    empty.write_text("")
-    spec = Spec(("FlappingUser",), 2, 6, extra=(*MQTT, *broker("--password-file", str(empty))))
-    run_dir, code = run_all(["refused"], tmp_path, specs={"refused": spec})["refused"]
-    log = (tmp_path / "refused.log").read_text()
+def test_a_broker_that_refuses_connect_is_a_named_failure_with_bounded_retries(runs):
+    """A broker that refuses every CONNECT: the users record the refusal, back off, and the run ends on time
+    with its verdicts, nothing crashed, nothing delivered."""
+    run_dir, code, log_path = runs["refused"]
+    log = log_path.read_text()
     assert code is not None and "Traceback" not in log, log[-3000:]
     events = (run_dir / "events.csv").read_text()
     assert "connack 0x87 not authorized" in events or "connack 0x86 bad username or password" in events, events[:2000]

@@ -47,8 +47,8 @@ BRIEF = {
     "mqtt-flapping": ["-t", "10s"],
     "mqtt-offline-queue": ["-t", "10s"],
     "mqtt-keepalive": ["-t", "12s"],
-    "mqtt-restart": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
-    "mqtt-restart-kill": ["-u", "20", "-t", "14s", "--stub-restart-at", "6"],
+    "mqtt-restart": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
+    "mqtt-restart-kill": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
     "mqtt-soak": ["-u", "12", "-r", "12", "-t", "14s", "--drain", "3"],
     "mqtt-ci-soak": ["-u", "16", "-t", "16s"],
 }
