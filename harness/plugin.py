@@ -83,7 +83,8 @@ class Run:
         options.validate(opts)
         if not opts.host and not opts.protocol:
             opts.protocol = targets.get(opts.target).protocol  # the target's own; the spawn message carries it
-        adapter = options.validate_protocol(opts, env.locustfile, classes_to_run(env))
+        # The web UI's user classes are known at test start (a scenario or classes picked in its form): checked then.
+        adapter = options.validate_protocol(opts, env.locustfile, classes_to_run(env) if opts.headless else [])
         self.dir = RunDir(opts.run_dir, opts.run_id)
         self.dir.meta["protocol"] = protocols.describe(adapter, opts.protocol)
         self.dir.meta["target"] = None if opts.host else targets.get(opts.target).name

@@ -233,10 +233,22 @@ class ResilienceTab:
         polled = f"/stats (last poll failed: {error}) " if error else "/stats "
         p50, p99 = live.reconnect_quantile(0.5), live.reconnect_quantile(0.99)
         sampled = f", a uniform sample of {RESERVOIR}" if live.reconnects.seen > RESERVOIR else ""
+        return [
+            _row("backend RSS", show(_mib(backend.get("rss_bytes")), "MiB"), note=_backend_source(backend)),
+            *(_broker_rows(stats, error) if self.run.sys_topics is not None else self._stats_rows(stats, polled)),
+            _row("reconnect p50", show(p50.value, "ms"), n=p50.n, note=f"every reconnect so far{sampled}"),
+            _row("reconnect p99", show(p99.value, "ms"), n=p99.n, note="disconnect detected -> welcome of the resume"),
+            _row(
+                "events/s", f"{live.events_per_s():.1f}", n=live.events, note="protocol events at the master, last 5 s"
+            ),
+        ]
+
+    def _stats_rows(self, stats: dict, polled: str) -> list[dict]:
+        """The backend's ``GET /stats`` (agentws/1's counters)."""
+        live = self.live
         outbox = as_number(stats.get("outbox_frames"))
         outbox_bytes = as_number(stats.get("outbox_bytes"))
         return [
-            _row("backend RSS", show(_mib(backend.get("rss_bytes")), "MiB"), note=_backend_source(backend)),
             _row("connections", stats.get("connections"), note=polled + "connections"),
             _row("live agents", stats.get("agents_live"), note=polled + "agents_live"),
             _row(
@@ -249,11 +261,6 @@ class ResilienceTab:
                 "outbox",
                 f"{outbox:g} frames, {outbox_bytes / 1024:.1f} KiB" if None not in (outbox, outbox_bytes) else "",
                 note=polled + "outbox_frames, outbox_bytes: frames held for replay",
-            ),
-            _row("reconnect p50", show(p50.value, "ms"), n=p50.n, note=f"every reconnect so far{sampled}"),
-            _row("reconnect p99", show(p99.value, "ms"), n=p99.n, note="disconnect detected -> welcome of the resume"),
-            _row(
-                "events/s", f"{live.events_per_s():.1f}", n=live.events, note="protocol events at the master, last 5 s"
             ),
         ]
 
@@ -294,6 +301,19 @@ def _row(name: str, value="", verdict="", threshold="", n="", note="") -> dict:
 def _mib(value) -> float | None:
     number = as_number(value)
     return None if number is None else number / MIB
+
+
+def _broker_rows(stats: dict, error: str | None) -> list[dict]:
+    """An MQTT broker's own figures, from its $SYS topics (harness/mqtt_sys.py)."""
+    source = f"$SYS (not connected: {error}) " if error else "$SYS/broker/"
+    heap = as_number(stats.get("heap_current_bytes"))
+    return [
+        _row("connections", stats.get("clients_connected"), note=source + "clients/connected"),
+        _row("sessions away", stats.get("clients_disconnected"), note=source + "clients/disconnected: kept, no client"),
+        _row("messages stored", stats.get("messages_stored"), note=source + "store/messages/count"),
+        _row("publishes dropped", stats.get("publish_dropped"), note=source + "publish/messages/dropped: queues full"),
+        _row("broker heap", show(_mib(heap), "MiB") if heap is not None else "", note=source + "heap/current"),
+    ]
 
 
 def _backend_source(backend: dict) -> str:

@@ -395,7 +395,7 @@ _ALL += [
         "Over an hour of mixed MQTT clients, does the broker leak, duplicate sessions, lose messages or "
         "reconnect slowly?",
         "All seed plans together on MQTT: keepalive clients the majority, with flapping, queuing and silent clients",
-        "every verdict MQTT exercises (refresh: skipped, MQTT has no refresh in place)",
+        "every verdict MQTT exercises (refresh: inconclusive, MQTT has no refresh in place)",
         MQTT_MIX,
         users=500,
         spawn_rate=20,
@@ -409,7 +409,7 @@ _ALL += [
         "mqtt-ci-soak",
         "The MQTT soak in two minutes: a CI gate for a broker.",
         "All seed plans together on MQTT, time-compressed (restarts: mqtt-restart)",
-        "every verdict MQTT exercises (refresh: skipped, MQTT has no refresh in place)",
+        "every verdict MQTT exercises (refresh: inconclusive, MQTT has no refresh in place)",
         MQTT_MIX,
         users=60,
         spawn_rate=30,

@@ -56,7 +56,7 @@ SECONDS = {
     "test_harness_control.py": 95,
     "test_users_tls.py": 70,
     "test_example_chatline.py": 76,
-    "test_webui_e2e.py": 80,
+    "test_webui_e2e.py": 110,
     "test_users_rate_limit.py": 40,
     "test_harness_remote.py": 30,
 }

@@ -56,6 +56,12 @@ SPECS = {
     ),  # fmt: skip
     # As found: persistence on, clean start on a session's first connection (paho's default).
     "clean-start-restart": Spec(("FlappingUser", "HeartbeatUser"), 8, 14, extra=(*MQTT, "--stub-restart-at", "6")),
+    # MQTT 3.1.1 on the same broker: clean session off on every connection, so every session is saved.
+    "v311-restart": Spec(
+        ("FlappingUser", "HeartbeatUser"), 8, 14, extra=(*MQTT, "--protocol", "mqtt311", "--stub-restart-at", "6")
+    ),
+    # A listener that is not MQTT: the reference backend's agentws/1 endpoint answers the CONNECT in text.
+    "not-mqtt": Spec(("FlappingUser",), 2, 5, extra=("--protocol", "mqtt", "--ws-path", "/ws", "--verdicts")),
 }
 
 
@@ -89,7 +95,8 @@ def test_a_clean_mosquitto_passes_every_verdict_the_run_exercises(runs):
     assert_generator_fit(run_dir)
     exercised = ("duplicate-agent", "leak", "delivery", "context", "zombie", "restart", "harness-health")
     assert {n: verdicts[n]["status"] for n in exercised} == dict.fromkeys(exercised, "pass"), out
-    assert verdicts["refresh"]["status"] == "skipped", out
+    refresh = verdicts["refresh"]
+    assert refresh["status"] == "inconclusive" and "cannot swap credentials" in refresh["summary"], out
     latency = verdicts["reconnect-latency"]
     assert latency["status"] == "pass" or (latency["status"] == "inconclusive" and "needs 299" in latency["summary"]), (
         out
@@ -154,3 +161,24 @@ def test_a_broker_that_refuses_connect_is_a_named_failure_with_bounded_retries(r
     assert ",welcome,1," not in events
     refused = events.count("connack 0x8")
     assert 0 < refused < 200, f"{refused} refusals in 6 s: retries are not bounded"
+
+
+def test_mqtt_311_keeps_every_session_across_a_sigterm_restart(runs):
+    """MQTT 3.1.1 (``--protocol mqtt311``): clean session off on every connection, keepalive and queue as v5;
+    mosquitto saves every such session, and the restart verdict passes."""
+    run_dir = runs["v311-restart"][0]
+    verdicts, out = judged(run_dir)
+    assert verdicts["restart"]["status"] == "pass", out
+    assert json.loads((run_dir / "meta.json").read_text())["protocol"]["name"] == "mqtt311"
+
+
+def test_a_listener_that_is_not_mqtt_is_a_named_protocol_failure(runs):
+    """The users speak MQTT to a server that answers in text: each attempt is an ``error`` naming what the
+    server broke (reason protocol_error), the connection is dropped and retried with backoff; nothing opens."""
+    run_dir = runs["not-mqtt"][0]
+    events = (run_dir / "events.csv").read_text()
+    assert "a text frame: MQTT over WebSocket is binary frames only" in events, events[:2000]
+    assert ",welcome,1," not in events
+    assert 0 < events.count("protocol_error") < 100, "retries are not bounded"
+    failures = (run_dir / "locust_failures.csv").read_text()
+    assert "the server broke the protocol" in failures, failures

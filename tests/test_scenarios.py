@@ -49,8 +49,8 @@ BRIEF = {
     "mqtt-keepalive": ["-t", "12s"],
     "mqtt-restart": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
     "mqtt-restart-kill": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
-    "mqtt-soak": ["-u", "12", "-r", "12", "-t", "14s", "--drain", "3"],
-    "mqtt-ci-soak": ["-u", "16", "-t", "16s"],
+    "mqtt-soak": ["-u", "8", "-r", "8", "-t", "30s", "--drain", "3"],
+    "mqtt-ci-soak": ["-u", "12", "-t", "20s"],
 }
 #: What the scenarios as shipped find on stock mosquitto 2.0.11 (scenarios/README.md, the findings): the
 #: verdicts that fail there, and why. Every other verdict of theirs must not fail.

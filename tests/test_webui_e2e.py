@@ -245,3 +245,40 @@ def test_a_scenario_picked_in_the_form_runs_with_its_users_and_backend_settings(
     args = backend["args"]
     assert args[args.index("--hb-interval-ms") + 1] == "1000", args
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_an_mqtt_scenario_on_the_mosquitto_target_shows_the_brokers_own_figures(tmp_path):
+    """``--target mosquitto``: picking ``mqtt-keepalive`` in the form runs its MQTT users against the broker the
+    harness started; the tab's backend rows are the broker's $SYS figures (connections, sessions away,
+    messages stored, ...), and the final verdicts are the scenario's (zombie judged with mosquitto's grace)."""
+    log = tmp_path / "locust.log"
+    args = ("--drain", "1", "--target", "mosquitto")
+    with web_ui(tmp_path, *args, locustfile="locustfile.py,scenarios/shape.py") as (proc, web, browser, root):
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(web + "/")
+        page.fill("input[name=userCount]", "8")
+        page.fill("input[name=spawnRate]", "8")
+        page.get_by_text("Advanced options").click()
+        page.fill("input[name=runTime]", "14s")
+        page.get_by_text("Custom parameters").click()
+        page.select_option("select[name=scenario]", "mqtt-keepalive")
+        page.get_by_role("button", name="Start").click()
+        page.get_by_role("tab", name="Resilience").click()
+        page.wait_for_function(
+            f"""() => {{
+                const rows = ({LIVE_FIGURES})();
+                return rows['connections'] && parseFloat(rows['connections'][1]) > 0 && rows['sessions away'];
+            }}"""
+        )
+        live = page.evaluate(LIVE_FIGURES)
+        assert "$SYS/broker/clients/connected" in live["connections"][5], live["connections"]
+        assert "live agents" not in live and "messages stored" in live, live
+        page.screenshot(path=str(ARTIFACTS / "webui-mqtt-keepalive.png"), full_page=True)
+        verdicts = final_verdicts(page)
+        assert verdicts["zombie"] == "pass" and verdicts["leak"] != "fail", verdict_summaries(root)
+        assert "fail" not in verdicts.values(), verdict_summaries(root)
+        assert stop(proc) == 0, log.read_text()[-3000:]
+    m = meta(only_run(root))
+    assert m["scenario"] == "mqtt-keepalive" and m["protocol"]["name"] == "mqtt" and m["target"] == "mosquitto", m
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]

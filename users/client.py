@@ -90,7 +90,12 @@ def full_jitter_ms(
 
 
 class AdapterFailed(Exception):
-    """The protocol adapter raised: the connection is dropped and the user reconnects."""
+    """The protocol adapter raised: the connection is dropped and the user reconnects. ``violation``: it
+    raised because the server broke the protocol (:class:`ProtocolViolation`), not by a fault of its own."""
+
+    def __init__(self, message: str, violation: bool = False) -> None:
+        super().__init__(message)
+        self.violation = violation
 
 
 class AgentClient:
@@ -272,8 +277,8 @@ class AgentClient:
         except Closed as closed:
             self.on_lost(closed)
             return f"closed with {closed.code} before the session opened"
-        except AdapterFailed:
-            return "the protocol adapter failed"
+        except AdapterFailed as e:
+            return "the server broke the protocol" if e.violation else "the protocol adapter failed"
         self.abort(Detail.WELCOME_TIMEOUT)
         return "session not opened within the connect timeout"
 
@@ -326,7 +331,7 @@ class AgentClient:
             return operation(*args)
         except Exception as e:
             self._adapter_failed(operation.__name__, e)
-            raise AdapterFailed(str(e)) from e
+            raise AdapterFailed(str(e), isinstance(e, ProtocolViolation)) from e
 
     def _adapter_failed(self, operation: str, e: Exception) -> None:
         if isinstance(e, ProtocolViolation):  # the server's fault, as the adapter found it
@@ -382,7 +387,7 @@ class AgentClient:
             observations = self.adapter.receive(message)
         except Exception as e:
             self._adapter_failed("receive", e)
-            raise AdapterFailed(str(e)) from e
+            raise AdapterFailed(str(e), isinstance(e, ProtocolViolation)) from e
         opened = False
         for obs in observations:
             opened = _HANDLERS[type(obs)](self, obs) or opened
@@ -440,7 +445,7 @@ class AgentClient:
                 frames = self.adapter.acknowledge()
             except Exception as e:
                 self._adapter_failed("acknowledge", e)
-                raise AdapterFailed(str(e)) from e
+                raise AdapterFailed(str(e), isinstance(e, ProtocolViolation)) from e
             if frames:
                 self._send_all(frames)
                 self._last_ack = now
@@ -478,7 +483,7 @@ class AgentClient:
             frames = self.adapter.heartbeat(hb_id)
         except Exception as e:
             self._adapter_failed("heartbeat", e)
-            raise AdapterFailed(str(e)) from e
+            raise AdapterFailed(str(e), isinstance(e, ProtocolViolation)) from e
         self.hb_sent[hb_id] = monotonic()
         self._send_all(frames)
         return hb_id

@@ -226,6 +226,13 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
             **figures,
         )
     if refreshes.empty:
+        if run.lacks("refresh"):
+            # Not a run that left it out: a protocol that cannot do it (MQTT 3.1.1 has no re-authentication;
+            # MQTT 5's needs an authentication method the broker offers). Never a pass, never silent.
+            name = (run.meta.get("protocol") or {}).get("name", "")
+            return inconclusive(
+                REFRESH, f"protocol {name} cannot swap credentials on an open connection: not judged", **figures
+            )
         if not ran(run, Role.REFRESH):
             return skipped(REFRESH, "no refresh user in this run")
         return inconclusive(REFRESH, "no token was refreshed (token TTL longer than the run?)", **figures)
