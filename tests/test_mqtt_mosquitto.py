@@ -45,7 +45,7 @@ SPECS = {
         extra=(*MQTT, "--stub-restart-at", "10", "--mqtt-clean-start", "never", "--flap-takeover-share", "0.2"),
     ),  # fmt: skip
     # The offline queue holds 1 message: the second and third pushes to an away client are dropped.
-    "max-queued": Spec(("ConversationUser",), 6, 14, extra=(*MQTT, *broker("--max-queued-messages", "1"))),
+    "max-queued": Spec(("ConversationUser",), 6, 10, extra=(*MQTT, *broker("--max-queued-messages", "1"))),
     # Keepalive 0 tells the broker never to drop the client.
     "keepalive-0": Spec(("ZombieUser",), 3, 10, extra=(*MQTT, "--mqtt-keepalive-s", "0", "--zombie-max-wait-s", "5")),
     "no-persistence": Spec(
@@ -55,10 +55,10 @@ SPECS = {
         extra=(*MQTT, "--stub-restart-at", "6", "--mqtt-clean-start", "never", *broker("--persistence", "false")),
     ),  # fmt: skip
     # As found: persistence on, clean start on a session's first connection (paho's default).
-    "clean-start-restart": Spec(("FlappingUser", "HeartbeatUser"), 8, 14, extra=(*MQTT, "--stub-restart-at", "6")),
+    "clean-start-restart": Spec(("FlappingUser", "HeartbeatUser"), 8, 12, extra=(*MQTT, "--stub-restart-at", "6")),
     # MQTT 3.1.1 on the same broker: clean session off on every connection, so every session is saved.
     "v311-restart": Spec(
-        ("FlappingUser", "HeartbeatUser"), 8, 14, extra=(*MQTT, "--protocol", "mqtt311", "--stub-restart-at", "6")
+        ("FlappingUser", "HeartbeatUser"), 8, 12, extra=(*MQTT, "--protocol", "mqtt311", "--stub-restart-at", "6")
     ),
     # A listener that is not MQTT: the reference backend's agentws/1 endpoint answers the CONNECT in text.
     "not-mqtt": Spec(("FlappingUser",), 2, 5, extra=("--protocol", "mqtt", "--ws-path", "/ws", "--verdicts")),

@@ -106,6 +106,20 @@ def web_ui(tmp_path, *args: str, locustfile: str = "locustfile.py"):
             browser.close()
 
 
+def start_form(browser, web: str, *, users: int, run_time: str):
+    """The start form filled with users, spawn rate and run time, its custom parameters open: (page, the
+    scenarios it offers)."""
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(web + "/")
+    page.fill("input[name=userCount]", str(users))
+    page.fill("input[name=spawnRate]", str(users))
+    page.get_by_text("Advanced options").click()
+    page.fill("input[name=runTime]", run_time)
+    page.get_by_text("Custom parameters").click()
+    return page, page.locator("select[name=scenario] option").evaluate_all("os => os.map(o => o.value)")
+
+
 def final_verdicts(page) -> dict[str, str]:
     """The tab's final verdicts (name -> status), once the analysis of the stopped test is done."""
     page.wait_for_selector("#resilience-analysis[data-status=done]", timeout=45_000)
@@ -213,15 +227,7 @@ def test_a_scenario_picked_in_the_form_runs_with_its_users_and_backend_settings(
 
     log = tmp_path / "locust.log"
     with web_ui(tmp_path, "--drain", "1", locustfile="locustfile.py,scenarios/shape.py") as (proc, web, browser, root):
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
-        page.goto(web + "/")
-        page.fill("input[name=userCount]", "8")
-        page.fill("input[name=spawnRate]", "8")
-        page.get_by_text("Advanced options").click()
-        page.fill("input[name=runTime]", "12s")
-        page.get_by_text("Custom parameters").click()
-        choices = page.locator("select[name=scenario] option").evaluate_all("os => os.map(o => o.value)")
+        page, choices = start_form(browser, web, users=8, run_time="12s")
         assert set(SCENARIOS) <= set(choices), choices
         page.select_option("select[name=scenario]", "heartbeat")
         page.get_by_role("button", name="Start").click()
@@ -254,14 +260,7 @@ def test_an_mqtt_scenario_on_the_mosquitto_target_shows_the_brokers_own_figures(
     log = tmp_path / "locust.log"
     args = ("--drain", "1", "--target", "mosquitto")
     with web_ui(tmp_path, *args, locustfile="locustfile.py,scenarios/shape.py") as (proc, web, browser, root):
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
-        page.goto(web + "/")
-        page.fill("input[name=userCount]", "8")
-        page.fill("input[name=spawnRate]", "8")
-        page.get_by_text("Advanced options").click()
-        page.fill("input[name=runTime]", "14s")
-        page.get_by_text("Custom parameters").click()
+        page, _ = start_form(browser, web, users=8, run_time="14s")
         page.select_option("select[name=scenario]", "mqtt-keepalive")
         page.get_by_role("button", name="Start").click()
         page.get_by_role("tab", name="Resilience").click()

@@ -32,9 +32,13 @@ def _away_past_the_window(ev: pd.DataFrame, at: float) -> set:
     return set(gap[gap == EXTENDED_GAP].index)
 
 
-def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame:
+def comebacks(events: pd.DataFrame, at: float, horizon_s: float, up: float | None = None) -> pd.DataFrame:
     """One row per client with a session at the restart at ``at``: when it came back, whether its session
     did, and whether what the session held came back with it (no frame lost, same context) within ``horizon_s``.
+
+    Whether the session came back is its first open once the backend is ``up`` again (default ``at``): a
+    backend that goes on accepting while it stops (mosquitto between SIGTERM and its exit) may resume a
+    session in the old process, which says nothing of the new one.
 
     Clients connected at the restart are *cut off* (``cut_ts``: their disconnect).
     Clients away in a planned gap hold a session too: their next welcome counts,
@@ -53,7 +57,8 @@ def comebacks(events: pd.DataFrame, at: float, horizon_s: float) -> pd.DataFrame
     users["worker"] = users["user"].map(around.groupby("user", observed=True)["worker"].last().astype(str))
     after = ev[(ev["ts"] >= at) & ev["user"].isin(users["user"])]
     back = after[(after["kind"] == Kind.RECONNECT) & (after["ok"] == 1)].groupby("user", observed=True)["ts"].min()
-    welcome = after[after["kind"] == Kind.WELCOME].groupby("user", observed=True).first()
+    up = at if up is None else up
+    welcome = after[(after["kind"] == Kind.WELCOME) & (after["ts"] >= up)].groupby("user", observed=True).first()
     out = users.set_index("user")
     out["back_s"] = (back.reindex(out.index) - at).astype(float).where(out["cut_ts"].notna())
     out["welcome"] = welcome["detail"].astype(str).reindex(out.index)
@@ -111,9 +116,11 @@ def judge(run: Run, th: dict) -> Verdict:
     if not times:
         return skipped(NAME, "no backend restart in this run")
     _, end = run.load_window
+    recorded = [r for r in (run.meta.get("backend") or {}).get("restarts") or [] if "ts" in r]
+    ready = {float(r["ts"]): float(r["ready_ts"]) for r in recorded if r.get("ready_ts")}
     rows, storms = [], []
     for at in times:
-        c = comebacks(run.events, at, th["back_within_s"]).assign(restart=utc(at), restart_ts=at)
+        c = comebacks(run.events, at, th["back_within_s"], ready.get(at)).assign(restart=utc(at), restart_ts=at)
         c = c[~(c["back_s"].isna() & c["cut_ts"].notna() & (end < at + th["back_within_s"]))]  # run ended first
         rows.append(c)
         storms.append(
