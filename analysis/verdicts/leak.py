@@ -274,8 +274,11 @@ def _too_short(g, h, span: float, levelled: bool, where: str, th: dict) -> str:
 def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: dict) -> dict:
     """Held bytes per cycle and the return of fds, threads and CLOSE_WAIT to the pre-load baseline."""
     before = series[series["ts"] <= start]
-    base = before.iloc[-1] if len(before) else series.iloc[0]
     last_pid = series["pid"].iloc[-1]
+    # The baseline of the process judged after the drain, where it has one (a backend restarted with new
+    # settings just before the load, from the web UI, is not compared with the process it replaced).
+    own_before = before[before["pid"].eq(last_pid)]
+    base = own_before.iloc[-1] if len(own_before) else before.iloc[-1] if len(before) else series.iloc[0]
     drained = series[(series["ts"] > end) & (series["pid"].eq(last_pid) | series["pid"].isna())]
     if drained.empty:
         how = "the run had no --drain" if run.drain_seconds == 0 else "no backend sample during the drain"
