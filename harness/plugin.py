@@ -36,6 +36,7 @@ from contract.events import EVENT_COLUMNS, FORMAT
 from scenarios.catalog import SCENARIOS
 from users import protocols
 from users.client import AgentClient
+from users.options import Settings
 from users.protocols.mqtt import Mqtt
 
 from . import __version__, exports, form, lag, options, targets, verdicts
@@ -140,7 +141,9 @@ class Run:
         self.sys_topics = None
         if not issubclass(adapter, Mqtt) or not self.environment.host:
             return
-        client = AgentClient(self.environment, "harness-sys", self.environment.host, adapter=adapter)
+        # Settings read here are not the users' (theirs are read at their spawn, after a web UI form changed them).
+        settings = Settings._from_options(self.options)
+        client = AgentClient(self.environment, "harness-sys", self.environment.host, settings, adapter=adapter)
         self.sys_topics = SysTopics(client.ws_url, client.subprotocols, client.settings.connect_timeout_s, client.ssl)
         self.telemetry.stats_source = self.sys_topics.start().poll
         self.telemetry.stats_fields = tuple(SYS_FIELDS)

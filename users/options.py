@@ -67,8 +67,7 @@ class Settings:
 
     @classmethod
     def from_environment(cls, environment) -> Settings:
-        """The settings of a run; one shared instance per environment, parsed options and test (the web UI's
-        form and a scenario picked there change the options in place at test start: read anew then)."""
+        """The settings of a run; one shared instance per environment and parsed options."""
         parsed = getattr(environment, "parsed_options", None)
         cached = getattr(environment, "_agentws_settings", None)
         if cached is not None and cached[0] is parsed:
@@ -101,11 +100,6 @@ class Settings:
     def gap_weight_list(self) -> list[float]:
         weights = [float(w) for w in self.gap_weights.split(",")]
         return (weights + [0.0, 0.0, 0.0])[:3]
-
-
-@events.test_start.add_listener
-def _forget_settings(environment, **_) -> None:
-    environment._agentws_settings = None
 
 
 def _flag(text: str) -> bool:
