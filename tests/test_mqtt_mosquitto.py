@@ -10,6 +10,7 @@ restarts it, and reads its $SYS topics. The runs go as many at once as the machi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,17 @@ import pytest
 from harness import mosquitto
 from tests.locustfiles.verdict_runs import Spec, analyse, assert_generator_fit, run_all
 
-pytestmark = [
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(mosquitto.program() is None, reason="mosquitto is not installed (bin/setup installs it)"),
-]
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _broker_installed():
+    """Locally a missing broker skips; in CI it fails: bin/setup installs it, and a skip there hides that."""
+    if mosquitto.program() is None:
+        why = "mosquitto is not installed (bin/setup installs Debian's package)"
+        in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        pytest.fail(f"{why}; CI must run these tests, not skip them") if in_ci else pytest.skip(why)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = str(ROOT / "scenarios/thresholds/mosquitto.toml")
