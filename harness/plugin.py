@@ -235,6 +235,9 @@ class Run:
         if self.backend.reconfigure(options.target_args(self.options), self.options.stub_fault or []):
             self.environment.host = self.backend.url
             self.dir.meta["backend"] = self.backend.describe()
+            # The new process's own pre-load baseline for the leak verdict's fds and threads: the last sample
+            # before this one may be of the old process while it shut down (its store and listener closed).
+            self.telemetry.sample()
 
     def _protocol_from_form(self, environment) -> bool:
         """A --protocol typed in the web UI's form, checked before any user speaks it: refused, the test stops."""
