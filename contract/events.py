@@ -71,6 +71,7 @@ class Detail(StrEnum):
     # heartbeats, refresh, expiry
     NO_HB_ANSWER = "no hb_ack within two intervals"
     NO_SERVER_PING = "no server ping within two intervals"  #: a server-driven heartbeat stopped coming
+    SERVER_PING = "server_ping"  #: hb_rtt of a server-driven heartbeat: how late its ping came (latency_ms)
     REFRESHED = "refreshed"
     NO_ANSWER = "no answer"
     CLOSED_AFTER_REFRESH = "connection closed after refresh"
@@ -97,6 +98,7 @@ class Detail(StrEnum):
     EXPIRY_ABORT = "expiry_not_enforced"
     WELCOME_TIMEOUT = "welcome_timeout"
     ADAPTER_FAILED = "adapter_failed"  #: the client dropped the connection: the adapter raised on a frame
+    REFUSED = "refused"  #: the client closed a connection whose session the server refused (connect_error)
     # reconnect
     STOPPED_BY_CLOSE = "stopped by close code"
     GAVE_UP = "gave up"
@@ -228,6 +230,7 @@ class RequestName(StrEnum):
     RESUME = "resume"
     RECONNECT = "reconnect"
     HB = "hb"
+    SERVER_PING = "server_ping"  #: a server-driven heartbeat: how late each ping came after the last
     REFRESH = "refresh"
     TURN = "turn"
     HISTORY = "history"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from server_stub.process import StubProcess
 
-from .targets import DEFAULT, TARGETS, Target, TargetProcess
+from .processes import TargetProcess
+from .targets import DEFAULT, TARGETS, Target
 
 logger = logging.getLogger(__name__)
 

@@ -22,17 +22,17 @@ Its own options (``--target-args``) are the settings that decide the verdicts:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from server_stub.process import StubError, StubProcess
+
+from .processes import die_with_parent, free_port
 
 PROGRAM = "mosquitto"
 WS_PATH = "/mqtt"
@@ -85,20 +85,6 @@ def config_text(options: argparse.Namespace, ws_port: int, plain_port: int, stor
     return "\n".join(lines) + "\n"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the harness dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 class MosquittoProcess(StubProcess):
     """A mosquitto broker run like the other targets: own process group, ready when its port answers."""
 
@@ -134,7 +120,7 @@ class MosquittoProcess(StubProcess):
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self._wait_listening(timeout)
         self.info = {

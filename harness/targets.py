@@ -12,6 +12,7 @@ samples it: psutil on its pid, and whatever it serves of ``/stats`` and ``/metri
 | ``stub`` | the reference backend (``server_stub``), every planted fault (``--stub-fault``) | agentws |
 | ``node-ws`` | a Node.js backend on the ``ws`` library (``targets/node-ws``; ``--leak``) | agentws |
 | ``chatline`` | docs/ADAPTERS.md's example, a JSON dialect of its own (``--lose-while-away``) | its adapter |
+| ``socketio`` | the reference Socket.IO app (``targets/socketio``, :mod:`harness.socketio`) | socketio |
 | ``mosquitto`` | Eclipse Mosquitto from Debian's package, configured by the harness (:mod:`harness.mosquitto`) | mqtt |
 
 ``--target-args`` passes more options to a target's own command line (the stub's
@@ -20,15 +21,12 @@ come from the ``--stub-*`` options).
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_stub.process import StubProcess
-
-from . import mosquitto
+from . import mosquitto, socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "stub"
@@ -70,6 +68,14 @@ TARGETS = {
             program=(sys.executable, "examples/chatline/server.py"),
         ),
         Target(
+            "socketio",
+            "the reference Socket.IO application (targets/socketio, npm socket.io) with connection state recovery",
+            "socketio",
+            program=socketio.PROGRAM,
+            needs=socketio.NEEDS,
+            process=socketio.SocketIOProcess,
+        ),
+        Target(
             "mosquitto",
             "Eclipse Mosquitto (Debian's package): MQTT over WebSocket, configured by the harness",
             "mqtt",
@@ -92,23 +98,3 @@ def get(name: str) -> Target:
     if missing:
         raise TargetError(f"{target.name} needs {', '.join(missing)} (bin/setup installs what the tests use)")
     return target
-
-
-class TargetProcess(StubProcess):
-    """A target other than the reference backend, run like it: own process group, ready line, same port on restart."""
-
-    def __init__(self, target: Target, *args: str, log_path: Path) -> None:
-        super().__init__(*args, log_path=log_path)
-        self.target = target
-
-    def command(self, args: list[str]) -> list[str]:
-        return [*self.target.program, *args, "--parent-pid", str(os.getpid())]
-
-    def start(self, timeout: float = 15.0) -> TargetProcess:
-        super().start(timeout)
-        self.admin_token = str(self.info.get("admin_token") or self.admin_token)
-        return self
-
-    @property
-    def ws_url(self) -> str:
-        return str(self.info.get("ws_url") or "")

@@ -421,6 +421,110 @@ _ALL += [
     ),
 ]
 
+#: Socket.IO on the reference application the harness starts (targets/socketio, harness/socketio.py): every
+#: role, with the app's own refresh event; duplicates by its /stats (one live socket per user, the app's rule).
+SOCKETIO = {"target": "socketio", "thresholds": "scenarios/thresholds/socketio.toml"}
+#: Time-compressed: the server pings every second and drops a silent client 1 s later; a session is kept
+#: 10 s away; tokens live 6 s, refreshed on the open socket within a 1 s grace.
+SOCKETIO_APP = "--ping-interval-ms 1000 --ping-timeout-ms 1000 --max-disconnection-ms 10000 --token-ttl-s 6 " + (
+    "--refresh-grace-ms 1000 --chunk-delay-ms 20"
+)
+SOCKETIO_COMPRESSED = SOCKETIO | COMPRESSED_USERS | {"target-args": SOCKETIO_APP}
+SOCKETIO_GATE = ("duplicate-agent", "leak", "reconnect-latency", "delivery", "context", "zombie", "refresh")
+
+_ALL += [
+    Scenario(
+        "socketio-flapping",
+        "Does socket.io recover a flapping client's connection state (same sid and pid) every cycle, without leaking?",
+        "WS-RESILIENCE-006 (flapping) on Socket.IO: 100 ms connected / 50 ms away, recovering each cycle",
+        "context (every recovery the same sid and pid), duplicate-agent (one live socket per user), leak, "
+        "reconnect-latency",
+        {"FlappingUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options=dict(SOCKETIO_COMPRESSED),
+        min_seconds=10,
+        drain=5,
+        gate=("context", "duplicate-agent", "leak", "reconnect-latency", "harness-health"),
+    ),
+    Scenario(
+        "socketio-recovery",
+        "Does a client away less than maxDisconnectionDuration get back its sid, its rooms and every event it "
+        "missed, once each, in order?",
+        "Message queuing while disconnected and mid-stream resume, on Socket.IO connection state recovery",
+        "delivery (pushes and replies once each, in order), context (recovered within the window; a new session "
+        "after it)",
+        {"ConversationUser": 1},
+        users=10,
+        spawn_rate=10,
+        seconds=30,
+        options=SOCKETIO_COMPRESSED | {"pushes-while-away": 5},
+        min_seconds=10,
+        drain=5,
+        gate=("delivery", "context", "harness-health"),
+    ),
+    Scenario(
+        "socketio-restart",
+        "Does every Socket.IO client recover its session after the server restarts (SIGTERM), with the default "
+        "in-memory adapter?",
+        "Backend restart under load (SIGTERM), on Socket.IO with the in-memory adapter",
+        "restart (every client back, every session recovered): the in-memory adapter keeps nothing",
+        SOAK_MIX,
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options=SOCKETIO_COMPRESSED | {"stub-restart-at": 15},
+        min_seconds=12,
+        drain=5,
+        gate=("restart", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "socketio-restart-redis",
+        "The socketio-restart scenario on the Redis streams adapter: are sessions recovered from Redis?",
+        "Backend restart under load (SIGTERM), on Socket.IO with @socket.io/redis-streams-adapter",
+        "restart (every client back, every session recovered from Redis), delivery",
+        SOAK_MIX,
+        users=40,
+        spawn_rate=20,
+        seconds=40,
+        options=SOCKETIO_COMPRESSED | {"stub-restart-at": 15, "target-args": SOCKETIO_APP + " --adapter redis-streams"},
+        min_seconds=12,
+        drain=5,
+        gate=("restart", "delivery", "harness-health"),
+    ),
+    Scenario(
+        "socketio-soak",
+        "Over an hour of mixed Socket.IO clients, does the server leak, duplicate sockets, lose events or "
+        "recover slowly?",
+        "All seed plans together on Socket.IO: long-lived clients the majority, with flapping, token-refreshing, "
+        "conversing and silent clients",
+        "every verdict",
+        SOAK_MIX,
+        users=500,
+        spawn_rate=20,
+        seconds=3600,
+        options=dict(SOCKETIO),
+        min_seconds=30,
+        drain=30,
+        gate=(*SOCKETIO_GATE, "harness-health"),
+    ),
+    Scenario(
+        "socketio-ci-soak",
+        "The Socket.IO soak in two minutes: a CI gate for a Socket.IO server.",
+        "All seed plans together on Socket.IO, time-compressed (restarts: socketio-restart)",
+        "every verdict",
+        SOAK_MIX,
+        users=60,
+        spawn_rate=30,
+        seconds=120,
+        options=SOCKETIO_COMPRESSED | {"pushes-while-away": 3},
+        min_seconds=20,
+        drain=10,
+        gate=(*SOCKETIO_GATE, "harness-health"),
+    ),
+]
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
 
 

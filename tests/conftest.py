@@ -6,7 +6,6 @@ import itertools
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 
@@ -87,50 +86,15 @@ def free_port() -> int:
 @pytest.fixture
 def redis_url(tmp_path):
     """A real ``redis-server`` on a free loopback port, no persistence; stopped at teardown."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run bin/setup (or .ci/run), which installs it")
-    port = free_port()
-    log = open(tmp_path / "redis.log", "wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    log.close()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"redis-server did not start; log: {(tmp_path / 'redis.log').read_text()[-1000:]}")
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
+    from harness.processes import HelperError, RedisServer
+
+    server = RedisServer(tmp_path / "redis")
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        server.start()
+    except HelperError as e:
+        pytest.fail(f"{e} (run bin/setup, or .ci/run, which installs it)")
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

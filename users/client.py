@@ -242,6 +242,7 @@ class AgentClient:
             return False
         self.connections_opened += 1
         self.record(Kind.CONNECT, True, latency_ms=(perf_counter() - started) * 1000)
+        self.last_server_ping = 0.0
         self.refresh_required_at = None
         self.replies.clear()
         self.hb_sent.clear()
@@ -274,6 +275,8 @@ class AgentClient:
                     break
                 if self._apply(message):
                     return ""
+                if self.ws is None:
+                    return "the server refused the session"
         except Closed as closed:
             self.on_lost(closed)
             return f"closed with {closed.code} before the session opened"
@@ -373,6 +376,8 @@ class AgentClient:
                 message = ws.recv(left)
                 if message is not None:
                     self._apply(message)
+                    if self.ws is not ws:
+                        return False  # the client closed it on what the server said (a refusal)
                 self._maybe_ack()
         except Closed as closed:
             self.on_lost(closed)
@@ -416,7 +421,10 @@ class AgentClient:
 
     def _on_send(self, send: Send) -> None:
         if send.server_ping:
-            self.last_server_ping = monotonic()
+            now, last = monotonic(), self.last_server_ping
+            self.last_server_ping = now
+            if last:  # how late this ping came after the last: a server whose event loop stalls pings late
+                self._ping_late((now - last) * 1000 - self.adapter.heartbeat_interval_ms)
             if not self._answers_pings:
                 return  # playing dead: the server's pings go unanswered
         self._send_all(send.frames)
@@ -434,9 +442,22 @@ class AgentClient:
             retry_after_ms=backoff.retry_after_ms, detail=Detail.RETRY_AFTER,
         )  # fmt: skip
 
+    def _ping_late(self, late_ms: float) -> None:
+        late_ms = max(0.0, late_ms)
+        self.record(Kind.HB_RTT, True, latency_ms=late_ms, detail=Detail.SERVER_PING)
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE, name=str(RequestName.SERVER_PING), response_time=late_ms,
+            response_length=0, exception=None, context={},
+        )  # fmt: skip
+
     def _on_failed(self, failed: Failed) -> None:
         self.retry_after_ms = 0.0
         self.record(Kind.ERROR, False, code=failed.code, reason=failed.reason, detail=Detail.ERROR_FRAME)
+        if failed.ends_connection and self.ws is not None:
+            ws, self.ws = self.ws, None
+            ws.close(timeout=min(1.0, self.settings.reply_timeout_s))
+            self.lost = Lost(monotonic(), 1000, by_client=False, reason=failed.reason)
+            self.record(Kind.DISCONNECT, True, code=1000, reason=failed.reason, detail=Detail.REFUSED)
 
     def _maybe_ack(self) -> None:
         now = monotonic()

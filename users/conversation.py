@@ -127,7 +127,9 @@ class ConversationUser(AgentUser):
 
     def check_expired_cleanly(self) -> None:
         state = self.client.session
-        clean = not state.resumed and state.welcome_detail == Detail.NEW_EXPIRED and state.agent_turns == 0
+        # A protocol that cannot say why a resume was refused says only "new": past the window, that is the expiry.
+        expired = (Detail.NEW_EXPIRED,) if self.client.adapter.tells_why_new else (Detail.NEW_EXPIRED, Detail.NEW_NONE)
+        clean = not state.resumed and state.welcome_detail in expired and state.agent_turns == 0
         if clean:
             self.note(Kind.HISTORY_CHECK, True, detail=Detail.EXPIRED_CLEANLY)
         else:

@@ -28,6 +28,8 @@ class Settings:
     mqtt_keepalive_s: int = 15  #: MQTT keepalive (0: the broker never drops a silent client)
     mqtt_session_expiry_s: int = 120  #: MQTT 5 session expiry: how long the broker keeps an away session
     mqtt_clean_start: str = "first"  #: MQTT 5 clean start on a session's first connection ("first") or "never"
+    socketio_namespace: str = "/"  #: the Socket.IO namespace the users join
+    socketio_refresh_event: str = "refresh"  #: the application's event that swaps the token on the open socket
     ws_headers: str = ""  #: "Name: value; Name2: value2"
     ws_subprotocols: str = ""  #: comma-separated
     source_addresses: str = ""  #: comma-separated local addresses; connections take them in turn
@@ -117,7 +119,7 @@ def _add_arguments(parser) -> None:
     arg(
         "--protocol",
         str,
-        "the session protocol: agentws, mqtt, mqtt311, or your adapter's module:Class (default: the --target's)",
+        "the session protocol: agentws, mqtt, mqtt311, socketio, or an adapter's module:Class (default: the target's)",
     )
     arg("--ws-path", str, "path (and query) of the WebSocket endpoint on the host (default: the protocol's)")
     arg("--token-url", str, "token endpoint (default: host + /auth/token)")
@@ -130,6 +132,8 @@ def _add_arguments(parser) -> None:
         "--mqtt-clean-start", str, "MQTT 5 clean start: a session's first connection (first, paho's default) or never",
         choices=("first", "never"),
     )  # fmt: skip
+    arg("--socketio-namespace", str, "Socket.IO: the namespace the users join")
+    arg("--socketio-refresh-event", str, "Socket.IO: the application's event (with an ack) that swaps the token")
     arg("--ws-headers", str, "extra upgrade headers, 'Name: value; Name2: value2'")
     arg("--ws-subprotocols", str, "subprotocols to offer, comma-separated")
     arg("--source-addresses", str, "local addresses to connect from, in turn (e.g. 127.0.0.2,127.0.0.3)")

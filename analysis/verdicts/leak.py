@@ -110,7 +110,11 @@ def judge(run: Run, th: dict) -> Verdict:
        ``max_close_wait`` CLOSE_WAIT sockets, and not still falling (a count that
        fell during the drain and is still above at its end is a backend still
        letting go, on a busy machine or a slow runtime: inconclusive, lengthen
-       ``--drain``; a count that stays up is held).
+       ``--drain``; a count that stays up is held). Threads are compared with the
+       larger of the baseline and the count once the load warmed up: a runtime's
+       worker pool started on first use (libuv's four threads, Go's Ms, a JVM's
+       compiler threads) is a step at the start of the load, not a leak; threads
+       that grow with the load still grow past it.
 
     Inconclusive, never pass: a window shorter than ``min_window_s`` in which
     growth is seen (rules 1's first two conditions, on RSS or on the heap's floor)
@@ -279,6 +283,8 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     # settings just before the load, from the web UI, is not compared with the process it replaced).
     own_before = before[before["pid"].eq(last_pid)]
     base = own_before.iloc[-1] if len(own_before) else before.iloc[-1] if len(before) else series.iloc[0]
+    warm = series[(series["ts"] > warmup_end(start, end, th)) & (series["ts"] <= end) & series["pid"].eq(last_pid)]
+    threads_base = max(base["num_threads"], warm["num_threads"].iloc[0]) if len(warm) else base["num_threads"]
     drained = series[(series["ts"] > end) & (series["pid"].eq(last_pid) | series["pid"].isna())]
     if drained.empty:
         how = "the run had no --drain" if run.drain_seconds == 0 else "no backend sample during the drain"
@@ -304,7 +310,7 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
         "held_share": held / base["rss_bytes"] if base["rss_bytes"] else None,
         "fds_baseline": base["num_fds"],
         "fds_after_drain": last["num_fds"],
-        "threads_baseline": base["num_threads"],
+        "threads_baseline": threads_base,
         "threads_after_drain": last["num_threads"],
         "close_wait_after_drain": last["tcp_close_wait"],
     }
@@ -319,12 +325,13 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
             f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {th['max_held_share']:.0%})"
         )
     unsettled = []
+    baselines = {"num_fds": base["num_fds"], "num_threads": threads_base, "tcp_close_wait": 0}
     for column, slack, what in (
         ("num_fds", th["fd_slack"], "more open fds after the drain than before the load"),
-        ("num_threads", th["thread_slack"], "more threads after the drain"),
+        ("num_threads", th["thread_slack"], "more threads after the drain than once the load warmed up"),
         ("tcp_close_wait", None, "sockets left in CLOSE_WAIT after the drain"),
     ):
-        above = last[column] - (base[column] if slack is not None else 0)
+        above = last[column] - baselines[column]
         if above <= (slack if slack is not None else th["max_close_wait"]):
             continue
         if _still_falling(drained[column]):

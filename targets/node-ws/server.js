@@ -6,6 +6,7 @@
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
+const { tokens } = require('../lib/jwt');
 const { WebSocketServer } = require('ws');
 
 const LEAK_BYTES_PER_CONNECTION = 64 * 1024;
@@ -39,7 +40,6 @@ const opt = options(process.argv.slice(2));
 if (opt.parentPid) { // the harness that started it is gone: do not outlive it
   setInterval(() => { try { process.kill(opt.parentPid, 0); } catch { process.exit(0); } }, 1000).unref();
 }
-const secret = process.env.AGENTWS_JWT_SECRET || crypto.randomBytes(32).toString('hex');
 const epoch = crypto.randomBytes(4).toString('hex');
 const started = process.hrtime.bigint();
 const sessions = new Map(); // id -> {id, sub, agent: {id, turns}, conn, expiry}
@@ -49,35 +49,8 @@ const totals = { agents_created_total: 0, agents_destroyed_total: 0, zombies_rea
   token_expired_closes_total: 0, refreshes_total: 0 };
 let draining = false;
 
-// -- tokens: JWT HS256 (sub, exp, iat, jti), like server_stub/tokens.py --------------------------------
-const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
-const sign = (text) => crypto.createHmac('sha256', secret).update(text).digest();
-
-function issue(sub, ttlS) {
-  const now = Date.now() / 1000;
-  const exp = Math.ceil(now + ttlS);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: Math.floor(now), exp,
-    jti: crypto.randomBytes(8).toString('hex') })}`;
-  return { token: `${body}.${sign(body).toString('base64url')}`, exp };
-}
-
-/** The token's claims, or a refusal: {error: 'unauthorized' | 'token_expired'}. */
-function verify(token) {
-  const parts = typeof token === 'string' ? token.split('.') : [];
-  if (parts.length !== 3) return { error: 'unauthorized' };
-  const given = Buffer.from(parts[2], 'base64url');
-  const want = sign(`${parts[0]}.${parts[1]}`);
-  if (given.length !== want.length || !crypto.timingSafeEqual(given, want)) return { error: 'unauthorized' };
-  let header, claims;
-  try {
-    header = JSON.parse(Buffer.from(parts[0], 'base64url'));
-    claims = JSON.parse(Buffer.from(parts[1], 'base64url'));
-  } catch { return { error: 'unauthorized' }; }
-  if (header.alg !== 'HS256' || typeof claims.sub !== 'string' || !claims.sub || typeof claims.exp !== 'number') {
-    return { error: 'unauthorized' };
-  }
-  return claims.exp <= Date.now() / 1000 ? { error: 'token_expired' } : claims;
-}
+// -- tokens: JWT HS256 (sub, exp, iat, jti), shared with the other Node.js target (../lib/jwt.js) -----------
+const { issue, verify } = tokens();
 
 // -- sessions ------------------------------------------------------------------------------------
 function newSession(sub) {

@@ -1,7 +1,8 @@
 """Protocol adapters: how the one client speaks a backend's session protocol (``--protocol NAME``).
 
-``agentws`` (the reference backend's agentws/1), ``mqtt`` (MQTT 5 over WebSocket)
-and ``mqtt311`` (MQTT 3.1.1) are built in. ``--protocol
+``agentws`` (the reference backend's agentws/1), ``mqtt`` (MQTT 5 over WebSocket),
+``mqtt311`` (MQTT 3.1.1) and ``socketio`` (Socket.IO 5 with connection state
+recovery) are built in. ``--protocol
 module:Class`` loads a team's own :class:`~users.protocols.base.Adapter` from a
 module importable from the locustfile's directory (``docs/ADAPTERS.md``).
 :func:`load` refuses, before any load, a name it does not know, a module that does
@@ -23,6 +24,7 @@ BUILT_IN = {
     "agentws": "users.protocols.agentws:AgentWS",
     "mqtt": "users.protocols.mqtt:Mqtt",
     "mqtt311": "users.protocols.mqtt:Mqtt311",
+    "socketio": "users.protocols.socketio:SocketIO",
 }
 DEFAULT = "agentws"
 

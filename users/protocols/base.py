@@ -145,6 +145,9 @@ class Failed(NamedTuple):
 
     code: str
     reason: CloseReason = CloseReason.OTHER
+    #: The server refused the session and leaves the connection open but of no use (a Socket.IO
+    #: ``connect_error``): the client closes it and follows its close policy for ``reason``.
+    ends_connection: bool = False
 
 
 class Adapter:
@@ -166,6 +169,9 @@ class Adapter:
     #: Credentials come from the token endpoint (``--token-url``); False: the protocol logs in by itself
     #: (an MQTT username and ``--password``), and :meth:`open` gets the password as the token.
     uses_token_endpoint: ClassVar[bool] = True
+    #: A refused resume says why (expired, a new epoch, a gap: ``Session.opened``'s ``why_new``); False where
+    #: the protocol only says "new" (an MQTT CONNACK's session-present, a Socket.IO CONNECT's other sid).
+    tells_why_new: ClassVar[bool] = True
     #: The operations every adapter must implement (the rest depend on its capabilities).
     REQUIRED: ClassVar[tuple[str, ...]] = ("connection", "open", "receive")
 

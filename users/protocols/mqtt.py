@@ -143,6 +143,7 @@ class Mqtt(Adapter):
     capabilities = frozenset({Capability.RESUME, Capability.PUSH, Capability.HEARTBEAT})
     heartbeat_driver = HeartbeatDriver.CLIENT
     uses_token_endpoint = False
+    tells_why_new = False
 
     def __init__(self, user_id: str) -> None:
         super().__init__(user_id)
