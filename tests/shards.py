@@ -47,7 +47,7 @@ RUNS = ROOT / "runs"
 SECONDS = {
     "test_users_locust_runs.py": 380,
     "test_leak_managed_runtime.py": 260,
-    "test_scenarios.py": 230,
+    "test_scenarios.py": 270,
     "test_mqtt_mosquitto.py": 200,
     "test_analysis_verdicts.py": 160,
     "test_harness_runs.py": 145,
@@ -59,6 +59,7 @@ SECONDS = {
     "test_webui_e2e.py": 110,
     "test_users_rate_limit.py": 40,
     "test_harness_remote.py": 30,
+    "test_socketio_bad_servers.py": 35,
 }
 DEFAULT_S = 10
 #: Files that run several real runs at once inside, as many as ``tests/capacity.py`` allows (the number

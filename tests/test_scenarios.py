@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from scenarios.__main__ import config_text
-from scenarios.catalog import SCENARIOS
+from scenarios.catalog import SCENARIOS, SOCKETIO_APP
 from scenarios.table import markdown
 from tests.capacity import real_runs
 from tests.locustfiles.harness_runs import ROOT
 from tests.locustfiles.verdict_runs import assert_generator_fit
 
-#: The brief runs take about 500 s of run time over the real runs at once (a hang guard, not a figure).
-pytestmark = pytest.mark.timeout(300 + 1200 // real_runs())
+#: The brief runs take about 700 s of run time over the real runs at once (a hang guard, not a figure).
+pytestmark = pytest.mark.timeout(300 + 1600 // real_runs())
 
 #: name -> extra arguments of its brief run (None: the scenario's own numbers). Every scenario is here.
 BRIEF = {
@@ -51,15 +51,23 @@ BRIEF = {
     "mqtt-restart-kill": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
     "mqtt-soak": ["-u", "8", "-r", "8", "-t", "30s", "--drain", "3"],
     "mqtt-ci-soak": ["-u", "12", "-t", "20s"],
+    "socketio-flapping": ["-t", "10s"],
+    "socketio-recovery": ["-t", "10s"],
+    "socketio-restart": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
+    "socketio-restart-redis": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
+    "socketio-soak": ["-u", "8", "-r", "8", "-t", "30s", "--drain", "3"],
+    "socketio-ci-soak": ["-u", "12", "-t", "20s"],
 }
-#: What the scenarios as shipped find on stock mosquitto 2.0.11 (scenarios/README.md, the findings): the
-#: verdicts that fail there, and why. Every other verdict of theirs must not fail.
-FOUND_ON_MOSQUITTO = {
+#: What the scenarios as shipped find on stock mosquitto 2.0.11 and socket.io 4.8 (scenarios/README.md, the
+#: findings): the verdicts that fail there, and why. Every other verdict of theirs must not fail.
+FOUND_ON_STOCK = {
     # clean-started sessions are not saved at SIGTERM (src/persist_write.c): a conversation client still on its
     # first connection at the restart loses its session too, and its context check says so
     "mqtt-restart": {"restart", "context"},
     # kill -9 15 s in: nothing saved since the start (autosave every 1800 s); conversations lose theirs too
     "mqtt-restart-kill": {"restart", "context"},
+    # socket.io's default in-memory adapter keeps its sessions in the process: a restart loses every one
+    "socketio-restart": {"restart", "context"},
 }
 #: Brief runs that must fail: (scenario, fault) -> the verdict that must fail.
 FAULTS = {
@@ -67,6 +75,29 @@ FAULTS = {
     ("flapping", "duplicate-agent"): "duplicate-agent",
     ("flapping-scale", "leak"): "leak",
 }
+#: Brief runs of the Socket.IO reference app with a fault of its own (targets/socketio): run id -> (scenario,
+#: extra arguments, the verdict that must fail, what its summary must say).
+SOCKETIO_FAULTS = {
+    "socketio-recovery+recovery-off": (
+        "socketio-recovery", ["--target-args", SOCKETIO_APP + " --recovery off"], "context", "not resumed",
+    ),
+    "socketio-recovery+volatile-push": (
+        "socketio-recovery", ["--target-args", SOCKETIO_APP + " --push-mode volatile"], "delivery",
+        "push missing after resume",
+    ),
+    "socketio-recovery+ack-push": (
+        "socketio-recovery", ["--target-args", SOCKETIO_APP + " --push-mode ack"], "delivery",
+        "push missing after resume",
+    ),
+    # gaps of 2.5 s beside a 1.5 s window: those fail and are named; the 0.2 s ones inside it pass
+    "socketio-recovery+short-window": (
+        "socketio-recovery",
+        ["--target-args", SOCKETIO_APP + " --max-disconnection-ms 1500", "--gap-medium-s", "2.5",
+         "--gap-weights", "1,1,0"],
+        "context",
+        "after medium gaps (away",
+    ),
+}  # fmt: skip
 #: A 3 s drain instead of each scenario's: enough for the leak verdict's return to baseline.
 DRAIN = ["--drain", "3"]
 #: Verdicts a brief run may leave inconclusive for want of samples (never allowed to fail).
@@ -130,6 +161,8 @@ def brief_runs(tmp_path_factory):
     jobs = {name: ["--config", f"scenarios/{name}.conf", *DRAIN, *extra] for name, extra in BRIEF.items()}
     for (name, fault), _ in FAULTS.items():
         jobs[f"{name}+{fault}"] = ["--config", f"scenarios/{name}.conf", *DRAIN, *BRIEF[name], "--stub-fault", fault]
+    for run_id, (name, extra, _, _) in SOCKETIO_FAULTS.items():
+        jobs[run_id] = ["--config", f"scenarios/{name}.conf", *DRAIN, *BRIEF[name], *extra]
     return run_brief(jobs, root)
 
 
@@ -142,7 +175,7 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
     code, run_dir, log = brief_runs[name]
     assert (run_dir / "verdicts.json").exists(), log[-3000:]
     statuses = verdicts(run_dir)
-    found = FOUND_ON_MOSQUITTO.get(name, set())
+    found = FOUND_ON_STOCK.get(name, set())
     assert "fail" not in [v for verdict, v in statuses.items() if verdict not in found], log[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["scenario"] == name and meta["complete"] is True
@@ -164,9 +197,10 @@ def test_scenarios_pass_their_gate_even_when_brief(brief_runs, name):
     assert code == 0, log[-3000:]
 
 
-@pytest.mark.parametrize("name", sorted(FOUND_ON_MOSQUITTO))
-def test_mqtt_restart_scenarios_show_what_stock_mosquitto_loses(brief_runs, name):
-    """As written down in scenarios/README.md: sessions come back new after the broker's restart."""
+@pytest.mark.parametrize("name", sorted(FOUND_ON_STOCK))
+def test_restart_scenarios_show_what_stock_servers_lose(brief_runs, name):
+    """As written down in scenarios/README.md: sessions come back new after the broker's or the socket.io
+    server's (in-memory adapter) restart."""
     code, run_dir, log = brief_runs[name]
     restart = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "restart")
     assert restart["status"] == "fail" and "came back new" in restart["summary"], log[-3000:]
@@ -177,6 +211,24 @@ def test_mqtt_restart_scenarios_show_what_stock_mosquitto_loses(brief_runs, name
 def test_scenario_fails_on_its_fault(brief_runs, name, fault):
     code, run_dir, log = brief_runs[f"{name}+{fault}"]
     assert verdicts(run_dir)[FAULTS[(name, fault)]] == "fail", log[-3000:]
+    assert code == 1
+
+
+def test_socketio_restart_recovers_sessions_from_redis(brief_runs):
+    """The Redis streams adapter keeps what socket.io's in-memory adapter loses at a restart."""
+    code, run_dir, log = brief_runs["socketio-restart-redis"]
+    restart = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "restart")
+    assert restart["status"] == "pass" and "resumed intact" in restart["summary"], log[-3000:]
+
+
+@pytest.mark.parametrize("run_id", sorted(SOCKETIO_FAULTS))
+def test_socketio_app_fails_the_verdict_of_its_fault(brief_runs, run_id):
+    _, _, verdict, says = SOCKETIO_FAULTS[run_id]
+    code, run_dir, log = brief_runs[run_id]
+    found = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == verdict)
+    assert found["status"] == "fail" and says in found["summary"], (found, log[-3000:])
+    if run_id.endswith("short-window"):
+        assert "kept after all" in found["summary"] and "brief gaps" in found["summary"], found
     assert code == 1
 
 

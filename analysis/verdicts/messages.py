@@ -139,7 +139,9 @@ def judge_context(run: Run, th: dict) -> Verdict:
         },
     )
     if len(failures) > limit:
-        return Verdict(CONTEXT, Status.FAIL, f"{len(failures)} session(s) came back with other context", **figures)
+        why = gaps_summary(after_gaps(ev, pd.concat([checks, changed]), failures.index))
+        summary = f"{len(failures)} session(s) came back with other context: {why}"
+        return Verdict(CONTEXT, Status.FAIL, summary, **figures)
     if checks.empty:
         if not ran(run, Role.CONVERSATION):
             return skipped(CONTEXT, "no conversation user in this run: no history to compare")
@@ -163,3 +165,33 @@ def judge_context(run: Run, th: dict) -> Verdict:
             **figures,
         )
     return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept agent, turns and history{tail}", **figures)
+
+
+def after_gaps(events: pd.DataFrame, opens: pd.DataFrame, failed: pd.Index) -> pd.DataFrame:
+    """Each compared open with the disconnect before it (its user's last): the gap (the disconnect's detail),
+    how long the user was away until the comparison, and whether it failed."""
+    drops = events.loc[events["kind"] == Kind.DISCONNECT, ["ts", "user", "detail"]]
+    drops = drops.rename(columns={"ts": "dropped", "detail": "gap"}).sort_values("dropped")
+    opened = opens.assign(failed=opens.index.isin(failed))[["ts", "user", "failed", "detail"]].sort_values("ts")
+    joined = pd.merge_asof(opened, drops, left_on="ts", right_on="dropped", by="user", direction="backward")
+    return joined.assign(away_s=joined["ts"] - joined["dropped"], gap=joined["gap"].fillna("none"))
+
+
+def gaps_summary(opens: pd.DataFrame) -> str:
+    """By the gap before them: how many failed, how long those users were away, and what was found; then
+    the gaps whose every resume kept its context."""
+    label = opens["gap"].str.removeprefix("planned_gap_").str.replace("_", " ")
+    by_gap = opens.assign(label=label).groupby("label", sort=False)
+    tally = by_gap.agg(n=("failed", "size"), failed=("failed", "sum"), away_s=("away_s", "median"))
+    failed = opens[opens["failed"]].assign(label=label)
+    found = failed.groupby("label")["detail"].agg(lambda d: ", ".join(sorted(set(d))))
+    failing = tally[tally["failed"] > 0].sort_values("failed", ascending=False)
+    parts = [
+        f"{int(t.failed)} of {int(t.n)} after {name} gaps (away {t.away_s:.1f} s median: {found[name]})"
+        for name, t in failing.iterrows()
+    ]
+    kept = tally[tally["failed"] == 0]
+    if len(kept):
+        parts.append("kept after " + ", ".join(f"all {int(t.n)} {name} gaps" for name, t in kept.iterrows()))
+    return "; ".join(parts)
+

@@ -35,6 +35,8 @@ application with other names subclasses :class:`SocketIO` and maps its own.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import ClassVar
 
 from contract.events import CloseReason, Detail, Kind
 
@@ -93,6 +95,7 @@ class SocketIO(Adapter):
     )
     heartbeat_driver = HeartbeatDriver.SERVER
     tells_why_new = False
+    events: ClassVar[dict[str, Callable]] = {}  #: set below the class: event name -> handler(self, body)
 
     def __init__(self, user_id: str) -> None:
         super().__init__(user_id)
@@ -277,7 +280,7 @@ class SocketIO(Adapter):
                 return [Observation(Kind.DUP_FRAME, False, detail=_DUPLICATE_OF.get(name, Detail.MESSAGE))]
             self._remember(offset)
         body = args[0] if args and type(args[0]) is dict else None
-        handler = _EVENTS.get(name)
+        handler = self.events.get(name)
         if handler is None:
             return []
         if body is None:
@@ -329,7 +332,9 @@ class SocketIO(Adapter):
         return [Backoff(0.0, f"goodbye {reason}", self._ended_by, closing=True)]
 
 
-_EVENTS = {
+#: The application's events by name: what each one received means. An application with other names subclasses
+#: SocketIO with ``events = {**SocketIO.events, "notice": MyApp._push}``.
+SocketIO.events = {
     "push": SocketIO._push,
     "accepted": SocketIO._accepted,
     "chunk": SocketIO._chunk,
