@@ -130,6 +130,8 @@ class EmbeddedBackend:
             "log": "backend.log",
             "restarts": self.restarts,
             "reconfigured": self.reconfigured,
+            # what it keeps for returning clients, and how long: memory the leak verdict does not call held before
+            "retention": getattr(self.stub, "retention", None),
         }
 
 

@@ -19,6 +19,8 @@ from .processes import HelperError, RedisServer, TargetProcess
 
 PROGRAM = ("node", "targets/socketio/server.js")
 NEEDS = ("targets/socketio/node_modules/socket.io/package.json",)
+MAX_DISCONNECTION_MS = 120_000  #: the app's default (socket.io's)
+SWEEP_S = 60  #: socket.io-adapter's SessionAwareAdapter sweeps expired sessions and packets once a minute
 
 
 def _value(args: list[str], name: str) -> str | None:
@@ -51,6 +53,23 @@ class SocketIOProcess(TargetProcess):
             self.args = [*self.args, "--redis-url", self.redis.url]
         super().start(timeout)
         return self
+
+    @property
+    def retention(self) -> dict | None:
+        """How long the app keeps what a returning client may recover: socket.io's in-memory adapter frees
+        stored packets at its once-a-minute sweep past maxDisconnectionDuration (the Redis streams adapter
+        keeps them in Redis, out of the process). None when recovery is off. The leak verdict does not judge
+        memory held after a shorter drain."""
+        if _value(self.args, "--recovery") == "off":
+            return None
+        window_s = float(_value(self.args, "--max-disconnection-ms") or MAX_DISCONNECTION_MS) / 1000
+        if _value(self.args, "--adapter") == "redis-streams":
+            return {"seconds": window_s, "why": "maxDisconnectionDuration: sessions kept for returning clients"}
+        return {
+            "seconds": window_s + SWEEP_S,
+            "why": "maxDisconnectionDuration, then socket.io's in-memory adapter frees stored packets at its "
+            "once-a-minute sweep",
+        }
 
     def close(self) -> None:
         super().close()

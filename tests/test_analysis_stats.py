@@ -149,3 +149,27 @@ def test_fds_still_falling_at_the_end_of_the_drain_are_inconclusive_fds_that_sta
         verdict = judge(load(path), th)
         assert verdict.status is status, (name, verdict.summary)
         assert ("a longer --drain" in verdict.summary) == (name == "falling"), verdict.summary
+
+
+def test_memory_held_after_a_drain_shorter_than_the_backends_retention_is_not_judged(tmp_path):
+    """socket.io keeps what returning clients may recover for its window and until its sweep (meta.json
+    ``backend.retention``): memory held after a shorter drain is inconclusive, naming the --drain that
+    judges it; after a drain that outlasts it, the same held memory fails."""
+    import json
+
+    from analysis import thresholds
+    from analysis.rundir import load
+    from analysis.verdicts.base import Status
+    from analysis.verdicts.leak import judge
+    from tests.synthetic_run import write_run
+
+    th = thresholds.load()
+    th["leak"]["max_held_share"] = 0.05
+    for retention_s, status in ((70.0, Status.INCONCLUSIVE), (5.0, Status.FAIL)):
+        path = write_run(tmp_path / f"kept-{retention_s:g}", leak_mib_per_hour=60.0)
+        meta = json.loads((path / "meta.json").read_text())
+        meta["backend"] = {**(meta.get("backend") or {}), "retention": {"seconds": retention_s, "why": "a window"}}
+        (path / "meta.json").write_text(json.dumps(meta))
+        verdict = judge(load(path), th)
+        assert verdict.status is status, (retention_s, verdict.summary)
+        assert ("--drain 70 judges it" in verdict.summary) == (status is Status.INCONCLUSIVE), verdict.summary

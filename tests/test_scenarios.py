@@ -69,6 +69,10 @@ FOUND_ON_STOCK = {
     # socket.io's default in-memory adapter keeps its sessions in the process: a restart loses every one
     "socketio-restart": {"restart", "context"},
 }
+#: Verdicts a brief run of a stock server may fail, by chance: with the Redis streams adapter, a recovery in
+#: flight at the SIGTERM loses its session (the adapter takes it out of Redis as the recovery starts; socket.io's
+#: close() saves connected sockets only): a flapping client caught reconnecting at that moment comes back new.
+MAY_FAIL_ON_STOCK = {"socketio-restart-redis": {"restart", "context"}}
 #: Brief runs that must fail: (scenario, fault) -> the verdict that must fail.
 FAULTS = {
     ("restart", "forget-on-restart"): "restart",
@@ -175,7 +179,7 @@ def test_scenario_runs_briefly_with_its_verdicts(brief_runs, name):
     code, run_dir, log = brief_runs[name]
     assert (run_dir / "verdicts.json").exists(), log[-3000:]
     statuses = verdicts(run_dir)
-    found = FOUND_ON_STOCK.get(name, set())
+    found = FOUND_ON_STOCK.get(name, set()) | MAY_FAIL_ON_STOCK.get(name, set())
     assert "fail" not in [v for verdict, v in statuses.items() if verdict not in found], log[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["scenario"] == name and meta["complete"] is True
@@ -214,11 +218,38 @@ def test_scenario_fails_on_its_fault(brief_runs, name, fault):
     assert code == 1
 
 
-def test_socketio_restart_recovers_sessions_from_redis(brief_runs):
-    """The Redis streams adapter keeps what socket.io's in-memory adapter loses at a restart."""
-    code, run_dir, log = brief_runs["socketio-restart-redis"]
-    restart = next(v for v in json.loads((run_dir / "verdicts.json").read_text())["verdicts"] if v["name"] == "restart")
-    assert restart["status"] == "pass" and "resumed intact" in restart["summary"], log[-3000:]
+def first_opens_after_restart(run_dir: Path, role: str) -> list[str]:
+    """How each ``role`` user's session first opened once the restarted backend was up (welcome details)."""
+    import pandas as pd
+
+    meta = json.loads((run_dir / "meta.json").read_text())
+    ready = meta["backend"]["restarts"][0]["ready_ts"]
+    events = pd.read_csv(run_dir / "events.csv")
+    opens = events[(events["kind"] == "welcome") & (events["role"] == role) & (events["ts"] > ready)]
+    return list(opens.groupby("user")["detail"].first())
+
+
+def test_socketio_restart_recovers_held_sessions_from_redis_and_not_from_memory(brief_runs):
+    """The Redis streams adapter keeps what socket.io's in-memory adapter loses at a restart: every long-lived
+    client connected at the SIGTERM recovers its session from Redis, none from memory. (A recovery in flight
+    at the SIGTERM may lose its session even with Redis: scenarios/README.md, socket.io finding 2.)"""
+    for name, recovered in (("socketio-restart-redis", True), ("socketio-restart", False)):
+        _, run_dir, log = brief_runs[name]
+        opens = first_opens_after_restart(run_dir, "heartbeat")
+        assert opens, log[-3000:]
+        assert all((d == "resumed") is recovered for d in opens), (name, opens)
+
+
+def test_socketio_heartbeat_users_answer_the_servers_pings_and_time_them(brief_runs):
+    """Engine.IO's heartbeat is the server's: each ping answered, how late it came recorded (hb_rtt, server_ping)."""
+    import pandas as pd
+
+    _, run_dir, log = brief_runs["socketio-ci-soak"]
+    events = pd.read_csv(run_dir / "events.csv")
+    pings = events[(events["kind"] == "hb_rtt") & (events["detail"] == "server_ping")]
+    assert len(pings) >= 12, log[-3000:]  # a dozen users, 20 s, a ping a second
+    assert set(pings["note"]) == {"ping every 1000 ms"}
+    assert pings["latency_ms"].median() < 500, pings["latency_ms"].describe()
 
 
 @pytest.mark.parametrize("run_id", sorted(SOCKETIO_FAULTS))

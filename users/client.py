@@ -242,7 +242,7 @@ class AgentClient:
             return False
         self.connections_opened += 1
         self.record(Kind.CONNECT, True, latency_ms=(perf_counter() - started) * 1000)
-        self.last_server_ping = 0.0
+        self.last_server_ping = monotonic()  # a server-driven heartbeat's first ping is due an interval from here
         self.refresh_required_at = None
         self.replies.clear()
         self.hb_sent.clear()
@@ -444,7 +444,8 @@ class AgentClient:
 
     def _ping_late(self, late_ms: float) -> None:
         late_ms = max(0.0, late_ms)
-        self.record(Kind.HB_RTT, True, latency_ms=late_ms, detail=Detail.SERVER_PING)
+        note = f"ping every {self.adapter.heartbeat_interval_ms:.0f} ms"
+        self.record(Kind.HB_RTT, True, latency_ms=late_ms, detail=Detail.SERVER_PING, note=note)
         self.environment.events.request.fire(
             request_type=REQUEST_TYPE, name=str(RequestName.SERVER_PING), response_time=late_ms,
             response_length=0, exception=None, context={},

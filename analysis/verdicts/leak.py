@@ -114,7 +114,10 @@ def judge(run: Run, th: dict) -> Verdict:
        larger of the baseline and the count once the load warmed up: a runtime's
        worker pool started on first use (libuv's four threads, Go's Ms, a JVM's
        compiler threads) is a step at the start of the load, not a leak; threads
-       that grow with the load still grow past it.
+       that grow with the load still grow past it. Held memory is not judged after a
+       drain shorter than what the backend says it keeps for returning clients
+       (meta.json ``backend.retention``: socket.io keeps stored packets until its
+       once-a-minute sweep): inconclusive, saying the ``--drain`` that judges it.
 
     Inconclusive, never pass: a window shorter than ``min_window_s`` in which
     growth is seen (rules 1's first two conditions, on RSS or on the heap's floor)
@@ -314,17 +317,19 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
         "threads_after_drain": last["num_threads"],
         "close_wait_after_drain": last["tcp_close_wait"],
     }
-    findings = []
-    if cycles and per_cycle > th["max_held_kib_per_cycle"] * 1024 and held > th["min_growth_mib"] * MIB:
+    findings, unsettled = [], []
+    kept = _retention_left(run)
+    if kept:
+        unsettled.append(kept)
+    elif cycles and per_cycle > th["max_held_kib_per_cycle"] * 1024 and held > th["min_growth_mib"] * MIB:
         net = f" (RSS {held_rss / MIB:.1f} MiB less the heap's {headroom / MIB:.1f} MiB headroom)" if headroom else ""
         findings.append(f"{held / MIB:.1f} MiB still held after the drain{net}: {per_cycle / 1024:.1f} KiB per cycle")
     share = figures["held_share"]
-    if th["max_held_share"] > 0 and share is not None and share > th["max_held_share"]:
+    if not kept and th["max_held_share"] > 0 and share is not None and share > th["max_held_share"]:
         findings.append(
             f"{held / MIB:.1f} MiB still held after the drain: {share:.1%} of the "
             f"{base['rss_bytes'] / MIB:.0f} MiB baseline (bound {th['max_held_share']:.0%})"
         )
-    unsettled = []
     baselines = {"num_fds": base["num_fds"], "num_threads": threads_base, "tcp_close_wait": 0}
     for column, slack, what in (
         ("num_fds", th["fd_slack"], "more open fds after the drain than before the load"),
@@ -340,6 +345,20 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
             findings.append(f"{above:.0f} {what}")
     figures["unsettled_after_drain"] = unsettled
     return {"findings": findings, "missing": unsettled, "figures": figures}
+
+
+def _retention_left(run: Run) -> str:
+    """'' when the drain outlasted what the backend says it keeps for returning clients (meta.json
+    ``backend.retention``: socket.io's stored packets until its sweep), else why held memory is not judged."""
+    kept = (run.meta.get("backend") or {}).get("retention") or {}
+    seconds = float(kept.get("seconds") or 0)
+    if run.drain_seconds >= seconds:
+        return ""
+    return (
+        f"memory held after the drain not judged: the {run.drain_seconds:g} s drain ended before the backend lets go "
+        f"of what returning clients may recover ({seconds:g} s: {kept.get('why') or 'its retention'}); "
+        f"--drain {seconds:g} judges it"
+    )
 
 
 def _still_falling(values: pd.Series) -> bool:
