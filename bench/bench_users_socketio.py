@@ -10,8 +10,8 @@ everything else runs in this process under Locust's gevent patching, in Locust `
    ``--ping-interval-ms 25000 --ping-timeout-ms 20000`` (socket.io's defaults; ``--quick`` 3000/3000). The
    server drives the heartbeat: each Engine.IO ping is answered with a pong (``HeartbeatUser.answer_pings``),
    and the client records how late each ping came after the one before (``hb_rtt``, detail ``server_ping``;
-   the first ping of a connection has nothing to be late against and records nothing, so the window starts
-   one ping interval after the last user connected). Reported: this process's RSS growth per connected
+   a connection's first, after its open); the window starts one ping interval after the last user
+   connected, every user then in its steady ping cycle). Reported: this process's RSS growth per connected
    user, its CPU (% of one core) over a steady window (60 s; ``--quick`` 6 s), the CPU per answered ping,
    and that CPU projected to 15,000 users at the 25 s interval. Connected users are counted by their
    ``welcome`` events and cross-checked against the app's ``/stats`` (``agents_live``, ``connections``).
@@ -152,7 +152,7 @@ def heartbeat(app: SocketIOProcess, users: int, interval_s: float, window: float
         gevent.sleep(0.5)
     connected = counts.ok(Kind.WELCOME)
     spawn_s = time.monotonic() - t_spawn
-    # every user's first ping (which records no lateness) comes within an interval of its connect
+    # every user's first ping comes within an interval of its connect: the window sees steady cycles only
     gevent.sleep(interval_s + 2.0)
     gc.collect()
     rss1 = me.memory_info().rss
