@@ -55,7 +55,7 @@ BRIEF = {
     "socketio-recovery": ["-t", "10s"],
     "socketio-restart": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
     "socketio-restart-redis": ["-u", "12", "-t", "12s", "--stub-restart-at", "6"],
-    "socketio-soak": ["-u", "8", "-r", "8", "-t", "30s", "--drain", "3"],
+    "socketio-soak": ["-u", "12", "-r", "12", "-t", "30s", "--drain", "3"],
     "socketio-ci-soak": ["-u", "12", "-t", "20s"],
 }
 #: What the scenarios as shipped find on stock mosquitto 2.0.11 and socket.io 4.8 (scenarios/README.md, the
