@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from contract.verdicts import parse_gate
+
 from . import report, thresholds
 from .rundir import NotARunDirectory, Run, load
 from .verdicts import NAMES, ExitCode, Status, Verdict, exit_code, judge_all
@@ -109,19 +111,6 @@ def verdicts_document(run: Run, verdicts: list[Verdict], th: dict, code: int, ba
         "baseline": baseline.run_id if baseline else None,
         "verdicts": [v.to_json() for v in verdicts],
     }
-
-
-def parse_gate(text: str | None) -> tuple[str, ...]:
-    """``--gate`` names, checked: a typo must not quietly leave a verdict out of the gate."""
-    if not text:
-        return NAMES
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in NAMES]
-    if unknown or not names:
-        raise ValueError(
-            f"--gate: unknown verdict(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(NAMES)})"
-        )
-    return names
 
 
 def table(run: Run, verdicts: list[Verdict], baseline: list[Verdict] | None = None, gate=NAMES) -> str:

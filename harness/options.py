@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from analysis import thresholds
-from analysis.cli import parse_gate
+from contract.verdicts import parse_gate
 from scenarios.catalog import SCENARIOS
 from server_stub.config import parse_rate_limit, parse_store, positive
 from server_stub.faults import Fault

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import traceback
 
+from contract import verdicts as contract_verdicts
+
 from ..rundir import Run
 from . import agents, health, latency, leak, liveness, messages, restart
 from .base import ExitCode, Status, Verdict, inconclusive
@@ -34,6 +36,7 @@ JUDGES = (
     (health.NAME, health.judge),
 )
 NAMES = tuple(name for name, _ in JUDGES)
+assert NAMES == contract_verdicts.NAMES, "contract/verdicts.py must name every judge, in order"
 #: Verdicts whose figures are times measured by the clients.
 LATENCY_VERDICTS = (latency.NAME, restart.NAME)
 #: Verdicts judged on the client events alone.
