@@ -45,19 +45,19 @@ RUNS = ROOT / "runs"
 #: Seconds each file's pytest process takes on a 2-core machine, N = 4 (``--durations-out`` prints fresh
 #: figures); files not listed count as DEFAULT_S. Only the order files start in depends on them.
 SECONDS = {
-    "test_users_locust_runs.py": 380,
+    "test_users_locust_runs.py": 110,
     "test_leak_managed_runtime.py": 260,
-    "test_scenarios.py": 270,
-    "test_mqtt_mosquitto.py": 200,
-    "test_analysis_verdicts.py": 160,
-    "test_harness_runs.py": 145,
+    "test_scenarios.py": 245,
+    "test_mqtt_mosquitto.py": 210,
+    "test_analysis_verdicts.py": 170,
+    "test_harness_runs.py": 120,
     "test_generator_fitness.py": 90,
-    "test_users_bad_targets.py": 100,
-    "test_harness_control.py": 95,
-    "test_users_tls.py": 70,
+    "test_users_bad_targets.py": 35,
+    "test_harness_control.py": 110,
+    "test_users_tls.py": 25,
     "test_example_chatline.py": 76,
     "test_webui_e2e.py": 110,
-    "test_users_rate_limit.py": 40,
+    "test_users_rate_limit.py": 16,
     "test_harness_remote.py": 30,
     "test_socketio_bad_servers.py": 35,
 }

@@ -23,6 +23,7 @@ def run_locust(
 ) -> Run:
     """``locust --headless`` with one user class, ``seconds`` from its users' first protocol event
     (``-t`` bounds it at 30 s more); the events it recorded. Its run directory goes under ``tmp_path``.
+    No drain unless ``options`` ask for one: these runs judge the users' events, not the backend after them.
 
     ``during=(after_s, action)`` calls ``action()`` in the test process ``after_s`` after that first event.
     """
@@ -31,7 +32,7 @@ def run_locust(
         LOCUST, "-f", "locustfile.py,tests/test_users_plugin.py", "--headless",
         "-u", str(users), "-r", str(rate), "-t", f"{seconds + 30}s", "--stop-timeout", "3",
         "--host", host, "--loglevel", "WARNING", "--only-summary", "--run-dir", str(tmp_path / "runs"),
-        *options, user_class,
+        *(() if "--drain" in options else ("--drain", "0")), *options, user_class,
     ]  # fmt: skip
     env = {**os.environ, EVENTS_PATH_ENV: str(path), ACTIVE_S_ENV: str(seconds)}
     pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
