@@ -10,7 +10,9 @@ core (at least 1; ``TEST_REAL_RUNS=N`` or ``-j N`` overrides it). With N that nu
   the longest first (SECONDS), a free slot taking the next file;
 - a file that runs several real runs at once inside (PARALLEL_INSIDE: the verdict runs, the
   scenarios' brief runs, the generator-fitness runs) takes all N slots and runs N at a time, alone,
-  first: no other file's timing-sensitive run competes with its runs for the CPU.
+  once the one-slot files are done: no other file's timing-sensitive run competes with its runs for
+  the CPU, and the longest one-slot file (test_leak_managed_runtime.py's 4-minute runs) starts at
+  once, beside the others, instead of running last with the slots around it idle.
 
 On 2 cores (N = 4) ``bin/test`` must take 15 minutes or less (CI's budget; from SECONDS, about 12).
 pytest-xdist cannot do this: its workers talk to the controller through threads, and importing
@@ -66,8 +68,8 @@ DEFAULT_S = 10
 #: this sets in their TEST_REAL_RUNS): each takes every slot, so no other file's run competes with theirs.
 #: (test_leak_managed_runtime.py's four runs at once take one slot: 10 users each against a Node.js target,
 #: a tenth of a core each, and nothing in them is timed; its 240 s runs alone would cost the suite 4 minutes.)
-#: (test_mqtt_mosquitto.py's broker runs go one at a time in one slot: beside test_users_locust_runs.py's 380 s
-#: there is room for their 200 s, and alone first they would cost the suite its minute and a half.)
+#: (test_mqtt_mosquitto.py's broker runs go one at a time in one slot: beside the other one-slot files there is
+#: room for their 200 s, and alone they would cost the suite its minute and a half.)
 PARALLEL_INSIDE = ("test_scenarios.py", "test_analysis_verdicts.py", "test_generator_fitness.py")
 #: pytest's exit code when a file has no test to run (tests/test_users_plugin.py; a -k that selects none).
 NO_TESTS = 5
@@ -82,10 +84,10 @@ class Job:
 
 
 def schedule(files: list[Path], slots: int) -> list[Job]:
-    """The PARALLEL_INSIDE files first, each with every slot; then the others longest first, one slot each."""
+    """The one-slot files longest first; then the PARALLEL_INSIDE files, each with every slot, alone."""
     heavy = [Job(p, slots) for p in files if p.name in PARALLEL_INSIDE]
     rest = sorted((p for p in files if p.name not in PARALLEL_INSIDE), key=lambda p: -SECONDS.get(p.name, DEFAULT_S))
-    return heavy + [Job(p, 1) for p in rest]
+    return [Job(p, 1) for p in rest] + heavy
 
 
 def run_entries() -> set[str]:

@@ -163,10 +163,6 @@ class SocketIO(Adapter):
         self._seen.clear()
         self._seen_order.clear()
 
-    @property
-    def idle_timeout_ms(self) -> float:
-        return float(self.session.idle_timeout_ms)
-
     # -- frames -> observations -------------------------------------------------------------------
     def receive(self, frame: Frame) -> list:
         if isinstance(frame, bytes):
