@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import resource
 import shutil
 import sys
@@ -50,27 +49,17 @@ import gevent
 import locust  # noqa: F401  (gevent monkey-patching, as in a worker)
 import psutil
 from _common import median, pct
+from _users import Cycles, bare_harness, idle_cpu_ms_per_s, options
 from locust.env import Environment
 
 from contract.events import Kind, RequestName
 from server_stub.process import StubProcess
 from users.flapping import FlappingUser
 from users.heartbeat import HeartbeatUser
-from users.options import Settings
 from users.recording import protocol_events
 
-
-def _load_mosquitto_module():
-    """``harness/mosquitto.py`` without ``harness/__init__.py``, which imports the harness's Locust plugin and
-    with it numpy and pandas (~130 MiB): this process stays what bench_users_heartbeat.py's is, users only."""
-    path = Path(__file__).resolve().parent.parent / "harness" / "mosquitto.py"
-    spec = importlib.util.spec_from_file_location("bench_harness_mosquitto", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MosquittoProcess = _load_mosquitto_module().MosquittoProcess
+bare_harness()
+from harness.mosquitto import MosquittoProcess  # noqa: E402
 
 GOAL_KIB_PER_USER = 25
 GOAL_CPU_PERCENT = 10
@@ -102,35 +91,8 @@ class Counts:
         return self.by_kind.get(kind, 0) - self.failed.get(kind, 0)
 
 
-class Cycles:
-    """Completed flapping cycles: successful ``connect`` and ``reconnect`` request events; failures by name."""
-
-    def __init__(self, environment) -> None:
-        self.done = 0
-        self.failures: dict[str, int] = {}
-        environment.events.request.add_listener(self._on_request)
-
-    def _on_request(self, name, exception=None, **_) -> None:
-        if exception is not None:
-            self.failures[name] = self.failures.get(name, 0) + 1
-        elif name in (RequestName.CONNECT, RequestName.RECONNECT):
-            self.done += 1
-
-
-def options(**overrides) -> argparse.Namespace:
-    """The parsed options of a run: every Settings default, ``overrides`` on top."""
-    return argparse.Namespace(**{**Settings().__dict__, **overrides})
-
-
 def open_files_limit(pid: int) -> int:
     return psutil.Process(pid).rlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def idle_cpu_ms_per_s(seconds: float = 2.0) -> float:
-    """This process's CPU per second while it only waits (the hub, Locust's import-time greenlets)."""
-    t0, w0 = time.process_time(), time.monotonic()
-    gevent.sleep(seconds)
-    return (time.process_time() - t0) / (time.monotonic() - w0) * 1000
 
 
 # -- 1. heartbeat --------------------------------------------------------------------------------------

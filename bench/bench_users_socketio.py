@@ -44,7 +44,6 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,22 +52,18 @@ import gevent
 import locust  # noqa: F401  (gevent monkey-patching, as in a worker)
 import psutil
 from _common import median, pct
+from _users import Cycles, bare_harness, idle_cpu_ms_per_s, options
 from locust.env import Environment
 
 from contract.events import Detail, Kind, RequestName
 from server_stub.process import StubProcess
 from users.flapping import FlappingUser
 from users.heartbeat import HeartbeatUser
-from users.options import Settings
 from users.recording import protocol_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# ``harness/__init__.py`` imports the harness's Locust plugin and with it numpy and pandas (~130 MiB): an empty
-# package in its place lets harness.targets and harness.socketio load alone, so this process holds users only.
-_harness = types.ModuleType("harness")
-_harness.__path__ = [str(ROOT / "harness")]
-sys.modules.setdefault("harness", _harness)
+bare_harness()
 from harness.socketio import SocketIOProcess  # noqa: E402
 from harness.targets import TARGETS  # noqa: E402
 
@@ -101,33 +96,6 @@ class Counts:
 
     def ok(self, kind: Kind) -> int:
         return self.by_kind.get(kind, 0) - self.failed.get(kind, 0)
-
-
-class Cycles:
-    """Completed flapping cycles: successful ``connect`` and ``reconnect`` request events; failures by name."""
-
-    def __init__(self, environment) -> None:
-        self.done = 0
-        self.failures: dict[str, int] = {}
-        environment.events.request.add_listener(self._on_request)
-
-    def _on_request(self, name, exception=None, **_) -> None:
-        if exception is not None:
-            self.failures[name] = self.failures.get(name, 0) + 1
-        elif name in (RequestName.CONNECT, RequestName.RECONNECT):
-            self.done += 1
-
-
-def options(**overrides) -> argparse.Namespace:
-    """The parsed options of a run: every Settings default, ``overrides`` on top."""
-    return argparse.Namespace(**{**Settings().__dict__, **overrides})
-
-
-def idle_cpu_ms_per_s(seconds: float = 2.0) -> float:
-    """This process's CPU per second while it only waits (the hub, Locust's import-time greenlets)."""
-    t0, w0 = time.process_time(), time.monotonic()
-    gevent.sleep(seconds)
-    return (time.process_time() - t0) / (time.monotonic() - w0) * 1000
 
 
 def start_app(tmp: Path, name: str, *app_args: str) -> SocketIOProcess:

@@ -4,8 +4,8 @@
 // (V8's heap grows in steps and keeps what it reserved): clean, or with --leak, which keeps
 // ~64 KiB per connection forever. Usage: node server.js [--port 0] [--leak] ... (README.md).
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const http = require('node:http');
+const { metrics, processCounts } = require('../lib/metrics');
 const { tokens } = require('../lib/jwt');
 const { WebSocketServer } = require('ws');
 
@@ -207,36 +207,13 @@ wss.on('connection', (ws) => {
 });
 
 // -- HTTP: /auth/token, /stats, /metrics, /healthz, and the /ws upgrade ----------------------------------
-function count(dir) {
-  try { return fs.readdirSync(dir).length; } catch { return 0; }
-}
-
 function stats() {
   const attached = [...sessions.values()].filter((s) => s.conn).length;
   return { pid: process.pid, epoch, uptime_s: Number(process.hrtime.bigint() - started) / 1e9,
     connections: conns.size, sessions_attached: attached, sessions_detached: sessions.size - attached,
     agents_live: sessions.size, max_agents_per_session: sessions.size ? 1 : 0, duplicate_agents_total: 0,
     outbox_frames: 0, outbox_bytes: 0, rate_limited_total: 0, ...totals, rss_bytes: process.memoryUsage.rss(),
-    open_fds: count('/proc/self/fd') - 1, threads: count('/proc/self/task'), leaked_bytes: leaked.length * LEAK_BYTES_PER_CONNECTION };
-}
-
-function metrics() {
-  const mem = process.memoryUsage();
-  const cpu = process.cpuUsage();
-  const lines = [];
-  const put = (name, type, help, value) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
-  put('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', mem.rss);
-  put('process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', (cpu.user + cpu.system) / 1e6);
-  put('process_open_fds', 'gauge', 'Number of open file descriptors.', count('/proc/self/fd') - 1);
-  put('nodejs_heap_size_used_bytes', 'gauge', 'Process heap size used from Node.js in bytes.', mem.heapUsed);
-  put('nodejs_heap_size_total_bytes', 'gauge', 'Process heap size from Node.js in bytes.', mem.heapTotal);
-  put('nodejs_external_memory_bytes', 'gauge', 'Node.js external memory size in bytes.', mem.external);
-  for (const [name, value] of Object.entries(stats())) {
-    if (typeof value !== 'number' || ['pid', 'rss_bytes', 'open_fds', 'threads'].includes(name)) continue;
-    const counter = name.endsWith('_total');
-    put(`agentws_${name}`, counter ? 'counter' : 'gauge', name, value);
-  }
-  return `${lines.join('\n')}\n`;
+    ...processCounts(), leaked_bytes: leaked.length * LEAK_BYTES_PER_CONNECTION };
 }
 
 function json(res, status, body) {
@@ -269,7 +246,7 @@ const server = http.createServer((req, res) => {
   if (req.method !== 'GET') return json(res, 405, { error: 'method not allowed' });
   if (path === '/stats') return json(res, 200, stats());
   if (path === '/healthz') return json(res, draining ? 503 : 200, { status: draining ? 'draining' : 'ok' });
-  if (path === '/metrics') return res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics());
+  if (path === '/metrics') return res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics(stats()));
   json(res, 404, { error: 'not found' });
 });
 

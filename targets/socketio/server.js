@@ -5,8 +5,8 @@
 // (pushes that recovery does not store) and --one-socket-per-user off (duplicate live sockets).
 // Usage: node server.js [--port 0] [--adapter memory|redis-streams] ... (README.md).
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const http = require('node:http');
+const { metrics, processCounts } = require('../lib/metrics');
 const { tokens } = require('../lib/jwt');
 const { Server } = require('socket.io');
 
@@ -239,36 +239,14 @@ function push(user, id, data) {
 }
 
 // -- HTTP: /auth/token, /admin/notify, /stats, /metrics, /healthz -------------------------------------------------
-function count(dir) {
-  try { return fs.readdirSync(dir).length; } catch { return 0; }
-}
-
 function stats() {
   let agents = 0;
   let most = 0;
   for (const set of users.values()) { agents += set.size; most = Math.max(most, set.size); }
   return { pid: process.pid, epoch, uptime_s: Number(process.hrtime.bigint() - started) / 1e9,
     connections: io ? io.engine.clientsCount : 0, agents_live: agents, users_live: users.size,
-    max_agents_per_session: most, ...totals, rss_bytes: process.memoryUsage.rss(), open_fds: count('/proc/self/fd') - 1,
-    threads: count('/proc/self/task'), heap_used_bytes: process.memoryUsage().heapUsed };
-}
-
-function metrics() {
-  const mem = process.memoryUsage();
-  const cpu = process.cpuUsage();
-  const lines = [];
-  const put = (name, type, help, value) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
-  put('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', mem.rss);
-  put('process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', (cpu.user + cpu.system) / 1e6);
-  put('process_open_fds', 'gauge', 'Number of open file descriptors.', count('/proc/self/fd') - 1);
-  put('nodejs_heap_size_used_bytes', 'gauge', 'Process heap size used from Node.js in bytes.', mem.heapUsed);
-  put('nodejs_heap_size_total_bytes', 'gauge', 'Process heap size from Node.js in bytes.', mem.heapTotal);
-  put('nodejs_external_memory_bytes', 'gauge', 'Node.js external memory size in bytes.', mem.external);
-  for (const [name, value] of Object.entries(stats())) {
-    if (typeof value !== 'number' || ['pid', 'rss_bytes', 'open_fds', 'threads'].includes(name)) continue; // process_*
-    put(`agentws_${name}`, name.endsWith('_total') ? 'counter' : 'gauge', name, value);
-  }
-  return `${lines.join('\n')}\n`;
+    max_agents_per_session: most, ...totals, rss_bytes: process.memoryUsage.rss(), ...processCounts(),
+    heap_used_bytes: process.memoryUsage().heapUsed };
 }
 
 function json(res, status, body) {
@@ -324,7 +302,7 @@ function onRequest(req, res) {
   const routes = { 'POST /auth/token': authToken, 'POST /admin/notify': adminNotify,
     'GET /stats': () => json(res, 200, stats()),
     'GET /healthz': () => json(res, draining ? 503 : 200, { status: draining ? 'draining' : 'ok' }),
-    'GET /metrics': () => res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics()) };
+    'GET /metrics': () => res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics(stats())) };
   const route = routes[`${req.method} ${path}`];
   if (route) return route(req, res);
   req.resume();
