@@ -237,37 +237,44 @@ def reconnect_latencies(run: Run) -> pd.DataFrame:
     return latency.reconnects(run.events, restart_windows(run))
 
 
-def latency_cdf(latency_ms, points: int = 400) -> pd.DataFrame:
+def latency_cdf(latency_ms, points: int = 400, weights=None) -> pd.DataFrame:
     """The empirical CDF of latencies, read off the sorted sample at fixed cumulative shares.
 
     Half the points spread evenly to 90 %, half on a log scale of the tail
     (90 %, 99 %, 99.9 % ... up to the (n-1)/n point), so the tail is drawn as
     finely as the body whatever n is; the quoted percentiles (:data:`CDF_MARKS`)
-    are always among them. Each value is an observed latency, by the
-    rank rule of :func:`analysis.stats.quantile` (the verdicts' percentiles).
-    A reconnect that never came back is infinitely slow: the curve stops below
-    100 % (``never`` in the frame's attrs).
+    are always among them. Each value is an observed latency (or the midpoint of
+    the histogram bucket holding it: ``weights`` count the events each value stands
+    for), by the rank rule of :func:`analysis.stats.quantile` (the verdicts'
+    percentiles). A reconnect that never came back is infinitely slow: the curve
+    stops below 100 % (``never`` in the frame's attrs).
     """
-    x = np.sort(np.asarray(latency_ms, dtype=float))
-    x = x[~np.isnan(x)]
-    n = len(x)
+    x = np.asarray(latency_ms, dtype=float)
+    w = np.ones(len(x), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    keep = ~np.isnan(x) & (w > 0)
+    order = np.argsort(x[keep], kind="stable")
+    x, cum = x[keep][order], np.cumsum(w[keep][order])
+    n = int(cum[-1]) if len(cum) else 0
     if n == 0:
         return _with_attrs(pd.DataFrame({"p": [], "latency_ms": []}), n=0, never=0, max=float("nan"))
     body = np.linspace(0.0, 0.9, points // 2, endpoint=False)
     tail = 1 - np.logspace(-1, -math.log10(n), points - points // 2) if n > 10 else np.array([0.9])
     marks = [q for q in CDF_MARKS if q < (n - 1) / n]
     p = np.unique(np.r_[body, tail, marks, (n - 1) / n] if n > 1 else body)
-    rank = np.clip(np.ceil(p * n - 1e-9).astype(int) - 1, 0, n - 1)
-    cdf = pd.DataFrame({"p": p, "latency_ms": x[rank]})
-    return _with_attrs(cdf, n=n, never=int(np.isinf(x).sum()), max=float(x[-1]))
+    rank = np.clip(np.ceil(p * n - 1e-9).astype(np.int64), 1, n)
+    cdf = pd.DataFrame({"p": p, "latency_ms": x[np.searchsorted(cum, rank)]})
+    never = int(w[keep][order][np.isinf(x)].sum())
+    return _with_attrs(cdf, n=n, never=never, max=float(x[-1]))
 
 
 def latency_cdfs(reconnects: pd.DataFrame, points: int = 400) -> dict[str, pd.DataFrame]:
     """Reconnect latency CDFs: every reconnect, then one per cause of the gap (brief, planned, unplanned ...)."""
-    if reconnects.empty:
+    if not reconnects["n"].sum():
         return {}
-    by_cause = {str(cause): latency_cdf(g["latency_ms"], points) for cause, g in reconnects.groupby("cause")}
-    return {"all": latency_cdf(reconnects["latency_ms"], points), **by_cause}
+    by_cause = {
+        str(cause): latency_cdf(g["latency_ms"], points, g["n"]) for cause, g in reconnects.groupby("cause")
+    }
+    return {"all": latency_cdf(reconnects["latency_ms"], points, reconnects["n"]), **by_cause}
 
 
 def latency_limits(thresholds: dict) -> dict[str, float]:
@@ -280,26 +287,25 @@ def latency_limits(thresholds: dict) -> dict[str, float]:
 def latency_percentiles_over_time(reconnects: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
     """Reconnect latency p50, p95 and p99 (ms) per interval, with how many reconnects and how many never came back.
 
-    Percentiles are observed values (no interpolation); an interval whose p99 is a
-    reconnect that never came back has p99 = inf.
+    Percentiles are observed values (no interpolation), or the midpoints of the histogram buckets holding
+    them; an interval whose p99 is a reconnect that never came back has p99 = inf.
     """
-    rec = reconnects.assign(t=interval(reconnects["ts"], t0, step), never_back=np.isinf(reconnects["latency_ms"]))
+    rec = reconnects.assign(t=interval(reconnects["ts"], t0, step))
+    rec = rec.assign(never_back=rec["n"].where(np.isinf(rec["latency_ms"]), 0))
     out = _percentiles(rec, "latency_ms")
-    out["n"] = rec.groupby("t").size()
+    out["n"] = rec.groupby("t")["n"].sum()
     out["never_back"] = rec.groupby("t")["never_back"].sum()
     return every_interval(out, step, fill=np.nan).fillna({"n": 0, "never_back": 0})
 
 
-def users_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
-    """Simulated users alive per interval and role: from each user's first event to its last."""
-    ev = events[["ts", "user", "role"]]
-    life = ev.groupby("user", observed=True).agg(first=("ts", "min"), last=("ts", "max"), role=("role", "first"))
-    if life.empty:
+def users_over_time(activity: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
+    """Simulated users running per interval and role (the mean over the interval's own counts)."""
+    if activity.empty:
         return pd.DataFrame(index=pd.Index([], name="t", dtype=float))
-    born = life.assign(t=interval(life["first"], t0, step)).groupby(["t", "role"], observed=True).size()
-    gone = life.assign(t=interval(life["last"], t0, step) + step).groupby(["t", "role"], observed=True).size()
-    change = born.unstack(fill_value=0).sub(gone.unstack(fill_value=0), fill_value=0)
-    return every_interval(change.sort_index(), step).cumsum().iloc[:-1].astype(int)
+    a = activity.assign(t=interval(activity["interval"], t0, step), role=activity["role"].astype(str))
+    per_second = a.groupby(["t", "interval", "role"])["users"].sum()
+    mean = per_second.groupby(["t", "role"]).mean().unstack("role", fill_value=0)
+    return every_interval(mean.sort_index(), step, fill=0).round().astype(int)
 
 
 # -- heartbeats, errors, close codes, throughput ----------------------------------------
@@ -307,13 +313,13 @@ def users_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFram
 
 def hb_rtt_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
     """Heartbeat round trip (ms) per interval: p50, p95, p99 and max of the answered ones, and the unanswered."""
-    hb = events[events["kind"] == Kind.HB_RTT]
+    hb = events[(events["kind"] == Kind.HB_RTT) & (events["n"] > 0)]
     hb = hb.assign(t=interval(hb["ts"], t0, step))
     answered = hb[hb["ok"] == 1]
     out = _percentiles(answered, "latency_ms")
     out["max"] = answered.groupby("t")["latency_ms"].max()
-    out["n"] = answered.groupby("t").size()
-    out = out.join(hb[hb["ok"] == 0].groupby("t").size().rename("unanswered"), how="outer")
+    out["n"] = answered.groupby("t")["n"].sum()
+    out = out.join(hb[hb["ok"] == 0].groupby("t")["n"].sum().rename("unanswered"), how="outer")
     return every_interval(out, step, fill=np.nan).fillna({"n": 0, "unanswered": 0})
 
 
@@ -333,34 +339,38 @@ def close_reasons_over_time(events: pd.DataFrame, t0: float, step: float) -> pd.
 def throughput_per_role(events: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
     """Events per second per interval, one column per (role, kind)."""
     ev = events.assign(t=interval(events["ts"], t0, step))
-    counts = ev.groupby(["t", "role", "kind"], observed=True).size().unstack(["role", "kind"], fill_value=0)
+    counts = ev.groupby(["t", "role", "kind"], observed=True)["n"].sum().unstack(["role", "kind"], fill_value=0)
     return every_interval(counts.sort_index(axis=1), step) / step
 
 
 def _percentiles(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """:data:`PERCENTILES` of ``column`` per interval ``t``, by the rank rule of :func:`analysis.stats.quantile`
-    (the observed value of rank ceil(p x n)): the same numbers as the verdicts', interval by interval."""
+    """:data:`PERCENTILES` of ``column`` per interval ``t``, each row weighted by its ``n``, by the rank rule of
+    :func:`analysis.stats.quantile` (the value of rank ceil(p x n)): the verdicts' numbers, interval by interval."""
     names = [f"p{round(p * 100)}" for p in PERCENTILES]
-    frame = frame[frame[column].notna()]
+    frame = frame[frame[column].notna() & (frame["n"] > 0)]
     if frame.empty:
         return pd.DataFrame(columns=names, index=pd.Index([], name="t"), dtype=float)
     t, values = frame["t"].to_numpy(), frame[column].to_numpy(dtype=float)
+    weights = frame["n"].to_numpy(dtype=np.int64)
     order = np.lexsort((values, t))  # by interval, then value
-    t, values = t[order], values[order]
+    t, values, cum = t[order], values[order], np.cumsum(weights[order])
     starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
-    sizes = np.diff(np.r_[starts, len(t)])
+    before = np.r_[0, cum[starts[1:] - 1]]  # events in the intervals before each one
+    sizes = np.r_[cum[starts[1:] - 1], cum[-1]] - before
     rank = {
-        name: np.clip(np.ceil(p * sizes - 1e-9).astype(int) - 1, 0, None)
+        name: before + np.clip(np.ceil(p * sizes - 1e-9).astype(np.int64), 1, None)
         for name, p in zip(names, PERCENTILES, strict=True)
     }
-    return pd.DataFrame({name: values[starts + r] for name, r in rank.items()}, index=pd.Index(t[starts], name="t"))
+    return pd.DataFrame(
+        {name: values[np.searchsorted(cum, r)] for name, r in rank.items()}, index=pd.Index(t[starts], name="t")
+    )
 
 
 def _counts(events: pd.DataFrame, which: pd.Series, column: str, t0: float, step: float) -> pd.DataFrame:
     """Events picked by ``which``, counted per interval and value of ``column``, over every interval of ``events``."""
     t = interval(events["ts"], t0, step)
-    picked = events.loc[which, [column]].assign(t=t[which], **{column: events.loc[which, column].astype(str)})
-    counts = picked.groupby(["t", column]).size().unstack(column, fill_value=0)
+    picked = events.loc[which, [column, "n"]].assign(t=t[which], **{column: events.loc[which, column].astype(str)})
+    counts = picked.groupby(["t", column])["n"].sum().unstack(column, fill_value=0)
     if counts.empty:
         counts = pd.DataFrame(index=pd.Index([], name="t", dtype=float))
     return every_interval(counts, step, over=t)
@@ -389,25 +399,25 @@ def key_figures(run: Run, verdicts: list[Verdict], reconnects: pd.DataFrame | No
     by_name = {v.name: v for v in verdicts}
     rec = reconnect_latencies(run) if reconnects is None else reconnects
     conf = 0.95
-    pct = {k: q.value for k, q in latency.percentiles(rec["latency_ms"], conf).items()}
+    pct = {k: q.value for k, q in latency.percentiles(rec, conf).items()}
     leak_v = by_name.get(leak.NAME)
     kib = (leak_v.details.get("kib_per_connection") if leak_v else None) or _kib(connection_cost(run))
     backend = run.backend_samples()
     start, end = run.load_window
     seconds = end - start if math.isfinite(end - start) and end > start else float("nan")
     in_load = run.events[run.events["ts"].between(start, end)] if math.isfinite(seconds) else run.events.iloc[:0]
-    per_role = in_load.groupby("role", observed=True).size() / seconds
+    per_role = in_load.groupby("role", observed=True)["n"].sum() / seconds
     figures = {
         "reconnect p50 (ms)": pct["p50"],
         "reconnect p95 (ms)": pct["p95"],
         "reconnect p99 (ms)": pct["p99"],
-        "reconnects": len(rec),
+        "reconnects": rec["n"].sum(),
         "KiB per connection": kib,
         "leak slope (MiB/h)": _leak_slope(leak_v),
         "RSS held per cycle (KiB)": leak_v.details.get("held_kib_per_cycle") if leak_v else None,
         "peak RSS (MiB)": backend["rss_bytes"].max() / MIB if len(backend) else None,
         "peak connections": run.server_stats["connections"].max() if "connections" in run.server_stats else None,
-        "throughput (events/s)": len(in_load) / seconds if math.isfinite(seconds) else None,
+        "throughput (events/s)": in_load["n"].sum() / seconds if math.isfinite(seconds) else None,
         **{f"throughput {role} (events/s)": rate for role, rate in per_role.items()},
     }
     return pd.Series(figures, dtype=float, name=run.run_id)

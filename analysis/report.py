@@ -248,7 +248,7 @@ def _charts(run: Run, verdicts: list[Verdict], rec: pd.DataFrame, tl: Timeline, 
         ),
         charts.latency_over_time(
             figures.latency_percentiles_over_time(rec, tl.t0, step),
-            figures.users_over_time(ev, tl.t0, step),
+            figures.users_over_time(run.activity, tl.t0, step),
             tl,
             why_empty=no_events or "no reconnects in this run",
         ),
@@ -406,7 +406,10 @@ def _exit_text(meta: dict, backend: dict) -> str:
 
 def _events_text(meta: dict, run: Run) -> str:
     rec = meta.get("recording") or {}
-    text = f"{len(run.events):,} read"
+    raw = int((run.events["span_s"] == 0).sum())
+    text = f"{run.counted:,} read"
+    if raw != len(run.events):
+        text += f" ({raw:,} kept row by row, the rest counted per interval with latency histograms)"
     if rec.get("enabled") is False:
         return text + " (recording was off: --no-record)"
     if rec.get("events_undelivered"):
@@ -418,12 +421,12 @@ def _why_no_events(run: Run) -> str | None:
     """Why there are no events at all (None when there are some)."""
     if len(run.events):
         return None
-    problem = run.problem_with("events.csv")
+    problem = run.problem_with(run.events_file)
     if problem:
         return str(problem)
     if (run.meta.get("recording") or {}).get("enabled") is False:
         return "events were not recorded (--no-record)"
-    return "events.csv has no rows"
+    return f"{run.events_file} has no rows"
 
 
 def _why_no_samples(run: Run, what: str) -> str:

@@ -10,6 +10,7 @@ instead of crashing or passing silently.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contract.events import EVENT_COLUMNS, EVENT_COLUMNS_V1, FORMAT, SAMPLE_COLUMNS, SAMPLE_COLUMNS_ADDED
+from contract.events import (
+    ACTIVITY_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_COLUMNS_V1,
+    FORMAT,
+    FORMATS_READ,
+    GAP_KINDS,
+    SAMPLE_COLUMNS,
+    SAMPLE_COLUMNS_ADDED,
+    STORED_EVENT_COLUMNS,
+    TALLY_COLUMNS,
+    TALLY_KEY,
+    CloseReason,
+    Kind,
+)
+from contract.histogram import midpoint
+
+from . import columnar
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {
@@ -38,8 +56,18 @@ _EVENT_DTYPES = {
     "retry_after_ms": "float64",
     "note": "category",
 }
-#: Text columns of events.csv: categories without NaN ("" where blank).
-_EVENT_TEXT = ("worker", "user", "role", "session", "kind", "agent", "code", "reason", "detail", "note")
+#: Text columns of the events: categories without NaN ("" where blank).
+_EVENT_TEXT = ("worker", "user", "role", "session", "kind", "agent", "code", "reason", "detail", "note", "gap")
+#: The events frame the verdicts read: every stored column, and ``span_s``: how long a row of counted
+#: events covers from its ``ts`` (0 for a raw row, the bin's length for counts read from the tallies).
+FRAME_COLUMNS = (*STORED_EVENT_COLUMNS, "span_s")
+#: A long run's tallies are read in at most this many bins (a day: 60 s bins), except near what the verdicts
+#: look at second by second (restarts, stretches where the generator was late): memory bounded whatever the length.
+MAX_BINS = 1_440
+#: Around a restart or a late stretch the tallies keep their own interval this far on either side.
+FINE_MARGIN_S = 70.0
+#: A Locust process this late (or later) has its tallies kept fine around it (below any sane lateness threshold).
+FINE_LAG_MS = 100.0
 _SAMPLE_DTYPES = {"source": "category"} | {c: "float64" for c in SAMPLE_COLUMNS if c != "source"}
 
 #: The samples.csv source of the machine's own rows.
@@ -77,6 +105,15 @@ class Run:
     samples: pd.DataFrame
     server_stats: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    #: users running per interval and role (``interval, role, users``; all workers added up)
+    activity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["interval", "role", "users"]))
+    #: where the events come from, as problems name it: ``events.csv`` (format 2) or ``events`` (format 3)
+    events_file: str = "events.csv"
+
+    @property
+    def counted(self) -> int:
+        """How many events the run's rows stand for (counted routine outcomes and raw rows)."""
+        return int(self.events["n"].sum())
 
     @property
     def run_id(self) -> str:
@@ -146,10 +183,16 @@ def load(path: str | Path, in_progress: bool = False) -> Run:
         raise NotARunDirectory(f"{path}: not a directory" if path.exists() else f"{path}: no such directory")
     problems: list[Problem] = []
     meta = _read_meta(path / "meta.json", problems, in_progress)
-    _check_format(path, meta)
-    events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
-    events = _clean_events(events)
+    version = _check_format(path, meta)
     samples = _read_csv(path / "samples.csv", SAMPLE_COLUMNS, _SAMPLE_DTYPES, problems, added=SAMPLE_COLUMNS_ADDED)
+    if version == 2:
+        events = _read_csv(path / "events.csv", EVENT_COLUMNS, _EVENT_DTYPES, problems)
+        events = _clean_events(_as_counted(events))
+        activity = _activity_of(events)
+        events_file = "events.csv"
+    else:
+        events, activity = _read_tables(path, meta, samples, problems, in_progress)
+        events_file = "events"
     # The counters the verdicts read are agentws/1's /stats (PROTOCOL.md): another protocol's backend (an MQTT
     # broker's $SYS figures) lacking them is no input problem, only evidence its verdicts do not have.
     protocol = (meta.get("protocol") or {}).get("name") or "agentws"
@@ -157,28 +200,207 @@ def load(path: str | Path, in_progress: bool = False) -> Run:
     server_stats = _read_csv(
         path / "server_stats.csv", SERVER_STATS_USED, None, problems, optional_columns=True, added=foreign
     )
-    return Run(path, meta, events, samples, server_stats, problems)
+    return Run(path, meta, events, samples, server_stats, problems, activity, events_file)
 
 
 class NotARunDirectory(Exception):
     """The path given is not a directory (or a run directory of a format this analysis does not read)."""
 
 
-def _check_format(path: Path, meta: dict) -> None:
-    """Refuse a run directory of another format, naming its version (meta.json's ``format``; 1 when absent:
-    events.csv without the role and reason columns, written before protocols had adapters)."""
+def _check_format(path: Path, meta: dict) -> int:
+    """The run directory's format (meta.json's ``format``); refuse one this analysis does not read, naming its
+    version. Without a ``format``: 1 when events.csv lacks the role and reason columns (written before protocols
+    had adapters), else 2 when there is an events.csv, else this analysis's own."""
     version = meta.get("format")
     if version is None:
         header = _header(path / "events.csv")
-        if header is None or "role" in header or not set(EVENT_COLUMNS_V1) <= set(header):
-            return  # no format to tell by (missing, corrupt) or the new columns: read it, report what is wrong
+        if header is None:
+            return FORMAT if columnar.exists(path / "events") else 2
+        if "role" in header or not set(EVENT_COLUMNS_V1) <= set(header):
+            return 2  # no format to tell by (corrupt) or the new columns: read it, report what is wrong
         version = 1
-    if version != FORMAT:
+    if version not in FORMATS_READ:
         raise NotARunDirectory(
-            f"{path}: run directory format {version}; this analysis reads format {FORMAT} only "
-            f"(format 1: events.csv judged by agentws/1 close codes and Locust class names; analyse it "
-            "with the harness version that wrote it)"
+            f"{path}: run directory format {version}; this analysis reads formats "
+            f"{', '.join(map(str, FORMATS_READ))} "
+            + (
+                "(format 1: events.csv judged by agentws/1 close codes and Locust class names; analyse it "
+                "with the harness version that wrote it)"
+                if version == 1
+                else "(a newer harness wrote it: analyse it with that version)"
+            )
         )
+    return int(version)
+
+
+# -- format 3: raw rows and tallies ---------------------------------------------------------
+
+
+def _read_tables(
+    path: Path, meta: dict, samples: pd.DataFrame, problems: list[Problem], in_progress: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw events, the tallies as rows of counted events (binned: :func:`bins_for`), and the activity."""
+    found: dict[str, list[str]] = {}
+    for name in ("events", "tallies", "activity"):
+        if not columnar.exists(path / name):
+            problems.append(Problem(name, "missing"))
+    raw = columnar.frame(path / "events", STORED_EVENT_COLUMNS, found.setdefault("events", []))
+    raw = raw.assign(span_s=0.0)
+    binning = bins_for(meta, samples, raw, in_progress)
+    counted = _tallies_as_events(path / "tallies", binning, found.setdefault("tallies", []))
+    events = _clean_events(pd.concat([_as_text(raw), counted], ignore_index=True))
+    activity = columnar.frame(path / "activity", ACTIVITY_COLUMNS, found.setdefault("activity", []))
+    activity = activity.groupby(["interval", "role"], observed=True)["users"].sum().reset_index()
+    for name, messages in found.items():
+        problems.extend(Problem(name, m) for m in messages)
+    return events, activity
+
+
+class Binning:
+    """Which bin a tally interval goes in: ``step`` seconds from ``t0``, or its own inside ``fine`` windows."""
+
+    def __init__(self, t0: float, step: float, fine: np.ndarray, interval: float = 1.0) -> None:
+        self.t0, self.step, self.fine = t0, step, fine  #: fine: (k, 2) sorted, merged [start, end] windows
+        self.interval = interval  #: the tallies' own interval (``--record-interval``)
+
+    def of(self, interval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bin start, bin length) of each interval start: its own inside a fine window, else its step's."""
+        coarse = self.t0 + np.floor((interval - self.t0) / self.step) * self.step
+        if not len(self.fine):
+            return coarse, np.full(len(interval), self.step)
+        i = np.searchsorted(self.fine[:, 0], interval, side="right") - 1
+        inside = (i >= 0) & (interval <= self.fine[np.maximum(i, 0), 1])
+        return np.where(inside, interval, coarse), np.where(inside, self.interval, self.step)
+
+
+def bins_for(meta: dict, samples: pd.DataFrame, raw: pd.DataFrame, in_progress: bool = False) -> Binning:
+    """Bins for the run's length (at most :data:`MAX_BINS`), fine around restarts and late stretches."""
+    interval = float((meta.get("options") or {}).get("record_interval") or 1.0)
+    starts = meta.get("test_starts_utc") or []
+    stops = meta.get("test_stops_utc") or []
+    t0 = float(min(starts)) if starts else float(raw["ts"].min()) if len(raw) else 0.0
+    end = time.time() if in_progress or not stops else float(max(stops)) + float((meta.get("drain") or {}).get("seconds") or 0)
+    step = max(interval, float(np.ceil(max(end - t0, 0.0) / MAX_BINS / interval)) * interval)
+    windows = [
+        (float(r["ts"]), float(r.get("ready_ts") or r["ts"]))
+        for r in (meta.get("backend") or {}).get("restarts") or []
+        if "ts" in r
+    ]
+    closes = raw.loc[(raw["kind"] == Kind.CLOSE) & (raw["reason"] == CloseReason.RESTARTING), "ts"]
+    windows += [(t, t) for t in closes.to_numpy(dtype=float)]
+    if "loop_lag_ms" in samples:
+        late = samples[samples["loop_lag_ms"] >= FINE_LAG_MS]
+        since = late["loop_late_from"].fillna(late["ts"] - late["loop_lag_ms"] / 1000.0 - 1.0)
+        windows += list(zip(since.to_numpy(dtype=float), late["ts"].to_numpy(dtype=float), strict=True))
+    return Binning(t0, step, _merged_windows(windows, FINE_MARGIN_S + step), interval)
+
+
+def _merged_windows(windows: list[tuple[float, float]], margin: float) -> np.ndarray:
+    if not windows:
+        return np.empty((0, 2))
+    w = np.array(sorted((a - margin, b + margin) for a, b in windows))
+    merged = [w[0]]
+    for a, b in w[1:]:
+        if a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return np.array(merged, dtype=float)
+
+
+#: Rows of reduced tallies held before they are reduced again (bounds memory while reading).
+_REDUCE_AT = 2_000_000
+_BY = ["interval", "worker", *TALLY_KEY, "bucket"]
+
+
+def _tallies_as_events(directory: Path, binning: Binning, problems: list[str]) -> pd.DataFrame:
+    """The tallies as event rows: one per bin, worker, key and latency bucket, its ``n`` the events counted."""
+    held: list[pd.DataFrame] = []
+    size = 0
+    for batch in columnar.batches(directory, list(TALLY_COLUMNS), problems) if directory.is_dir() else ():
+        t = batch.to_pandas()
+        start, span = binning.of(t["interval"].to_numpy(dtype=float))
+        t["interval"], t["span_s"] = start, span
+        held.append(_reduce(t))
+        size += len(held[-1])
+        if size > _REDUCE_AT:
+            held = [_reduce(pd.concat(held, ignore_index=True))]
+            size = len(held[0])
+    if not held:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in FRAME_COLUMNS})
+    t = _reduce(pd.concat(held, ignore_index=True))
+    bucket = t["bucket"].to_numpy()
+    return pd.DataFrame(
+        {
+            "ts": t["interval"].to_numpy(dtype=float),
+            "worker": t["worker"],
+            "user": "",
+            "role": t["role"],
+            "session": "",
+            "kind": t["kind"],
+            "ok": t["ok"].astype("int8"),
+            "latency_ms": np.where(bucket >= 0, midpoint(np.maximum(bucket, 0)), np.nan),
+            "agent": "",
+            "seq": np.nan,
+            "code": "",
+            "reason": t["reason"],
+            "detail": t["detail"],
+            "idle_timeout_ms": np.nan,
+            "retry_after_ms": np.nan,
+            "note": "",
+            "gap": t["gap"],
+            "n": t["count"].to_numpy(dtype=np.int64),
+            "span_s": t["span_s"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _reduce(t: pd.DataFrame) -> pd.DataFrame:
+    for c in _BY:
+        if t[c].dtype == object:
+            t[c] = t[c].astype("category")
+    return t.groupby([*_BY, "span_s"], observed=True, sort=False)["count"].sum().reset_index()
+
+
+def _as_text(raw: pd.DataFrame) -> pd.DataFrame:
+    """Raw rows as the counted ones are: categories to plain columns before the two are put together."""
+    return raw.assign(n=raw["n"].astype(np.int64))
+
+
+# -- format 2: every event a row ---------------------------------------------------------------
+
+
+def _as_counted(events: pd.DataFrame) -> pd.DataFrame:
+    """events.csv of format 2 as format 3 reads: each row one event (``n`` 1, ``span_s`` 0) and the ``gap``
+    before each reconnect and history check (its user's last disconnect before it)."""
+    events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    events["n"] = 1
+    events["span_s"] = 0.0
+    events["gap"] = ""
+    kind = events["kind"].astype(str)
+    opens = events.loc[kind.isin(GAP_KINDS), ["ts", "user"]].assign(row=lambda f: f.index)
+    drops = events.loc[kind == Kind.DISCONNECT, ["ts", "user", "detail"]].rename(columns={"detail": "gap"})
+    if len(opens) and len(drops):
+        opens["user"], drops["user"] = opens["user"].astype(str), drops["user"].astype(str)
+        joined = pd.merge_asof(opens, drops.astype({"gap": str}), on="ts", by="user", direction="backward",
+                               allow_exact_matches=False)  # fmt: skip
+        events.loc[joined["row"].to_numpy(), "gap"] = joined["gap"].fillna("").to_numpy()
+    return events
+
+
+def _activity_of(events: pd.DataFrame) -> pd.DataFrame:
+    """Users running per second and role, from each user's first event to its last (format 2 has no activity)."""
+    raw = events[events["user"] != ""]
+    life = raw.groupby("user", observed=True).agg(first=("ts", "min"), last=("ts", "max"), role=("role", "first"))
+    if life.empty:
+        return pd.DataFrame({"interval": pd.Series(dtype=float), "role": pd.Series(dtype=str), "users": 0})
+    born = life.assign(t=np.floor(life["first"])).groupby(["t", "role"], observed=True).size()
+    gone = life.assign(t=np.floor(life["last"]) + 1).groupby(["t", "role"], observed=True).size()
+    change = born.unstack(fill_value=0).sub(gone.unstack(fill_value=0), fill_value=0).sort_index()
+    seconds = np.arange(change.index.min(), change.index.max() + 1)
+    alive = change.reindex(seconds, fill_value=0).cumsum()
+    out = alive.rename_axis("interval").stack().rename("users").reset_index()
+    return out[out["users"] > 0].reset_index(drop=True)
 
 
 def _header(file: Path) -> list[str] | None:

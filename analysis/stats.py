@@ -140,13 +140,26 @@ def judge_growth(
 
 @dataclass(frozen=True)
 class Quantile:
-    """An exact sample quantile with one-sided distribution-free confidence bounds."""
+    """A sample quantile (an observed value, or the bucket holding it) with one-sided distribution-free bounds."""
 
     p: float
     value: float
     upper: float | None  #: None when n is too small for the bound
     n: int
     lower: float | None = None  #: None when n is too small for the bound
+    #: Relative error of ``value`` and the bounds: 0 for exact values, the histogram's for bucketed ones
+    #: (contract/histogram.py). Judging with it: ``upper * (1 + error)``, ``lower * (1 - error)``.
+    error: float = 0.0
+
+    @property
+    def upper_judged(self) -> float | None:
+        """The upper bound widened by the error: what a limit is compared with for a pass."""
+        return None if self.upper is None else self.upper * (1 + self.error)
+
+    @property
+    def lower_judged(self) -> float | None:
+        """The lower bound narrowed by the error: what a limit is compared with for a failure."""
+        return None if self.lower is None else self.lower * (1 - self.error)
 
 
 def min_samples_for_upper_bound(p: float, confidence: float = 0.95) -> int:
@@ -154,7 +167,7 @@ def min_samples_for_upper_bound(p: float, confidence: float = 0.95) -> int:
     return math.ceil(math.log(1 - confidence) / math.log(p))
 
 
-def quantile(values, p: float, confidence: float = 0.95) -> Quantile:
+def quantile(values, p: float, confidence: float = 0.95, weights=None, error: float = 0.0) -> Quantile:
     """The p-quantile of the sample (no interpolation: an observed value) and its bounds.
 
     The upper bound is the order statistic x_(k), k the smallest rank with
@@ -163,17 +176,30 @@ def quantile(values, p: float, confidence: float = 0.95) -> Quantile:
     bound is x_(j), j the largest rank with P(Binomial(n, p) >= j) >= confidence.
     Infinite values count (an attempt that never finished is slower than any
     that did); NaN values are dropped.
+
+    ``weights``: how many observations each value stands for (a histogram's
+    bucket counts, with its buckets' midpoints as values; 0 for a value counted
+    elsewhere): ranks are taken over the counts, so the figures are those of
+    the whole sample, each within ``error`` (relative) of the exact one.
     """
-    x = np.sort(np.asarray(values, dtype=float))
-    x = x[~np.isnan(x)]
-    n = len(x)
+    x = np.asarray(values, dtype=float)
+    w = np.ones(len(x), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    keep = ~np.isnan(x) & (w > 0)
+    x, w = x[keep], w[keep]
+    order = np.argsort(x, kind="stable")
+    x, cum = x[order], np.cumsum(w[order])
+    n = int(cum[-1]) if len(cum) else 0
     if n == 0:
-        return Quantile(p, float("nan"), None, 0)
-    value = float(x[min(n - 1, max(0, math.ceil(p * n) - 1))])
+        return Quantile(p, float("nan"), None, 0, error=error)
+
+    def at_rank(rank: int) -> float:  # the value of the rank-th smallest observation (1-based)
+        return float(x[np.searchsorted(cum, rank)])
+
+    value = at_rank(min(n, max(1, math.ceil(p * n))))
     k = int(binom.ppf(confidence, n, p)) + 1
-    upper = float(x[k - 1]) if k <= n else None
+    upper = at_rank(k) if k <= n else None
     j = int(binom.ppf(1 - confidence, n, p))
     while j >= 1 and binom.sf(j - 1, n, p) < confidence:  # ppf lands on the boundary: step inside it
         j -= 1
-    lower = float(x[j - 1]) if j >= 1 else None
-    return Quantile(p, value, upper, n, lower)
+    lower = at_rank(j) if j >= 1 else None
+    return Quantile(p, value, upper, n, lower, error)

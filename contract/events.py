@@ -175,9 +175,13 @@ def user_class(user: str) -> str:
     return user.partition("-")[0]
 
 
-#: The run directory's format: 2 added the role, reason, idle_timeout_ms, retry_after_ms and note columns
-#: of events.csv and made detail an enum (:class:`Detail`); meta.json names it as ``format``.
-FORMAT = 2
+#: The run directory's format, named in meta.json as ``format``. 2 added the role, reason, idle_timeout_ms,
+#: retry_after_ms and note columns of events.csv and made detail an enum (:class:`Detail`). 3 keeps a raw row
+#: only for what a verdict may cite (:data:`ROUTINE` outcomes are counted per interval in the tallies) and
+#: stores the tables in Parquet (harness/columnar.py).
+FORMAT = 3
+#: Formats the analysis reads (1 is refused, naming its version).
+FORMATS_READ = (2, 3)
 
 #: Columns of ``events.csv``, in order.
 EVENT_COLUMNS = (
@@ -198,6 +202,50 @@ EVENT_COLUMNS = (
     "retry_after_ms",  # the server's "come back no sooner", on an error or close that gave one
     "note",  # templated free text for people (an error's message); never judged
 )
+#: Columns a stored raw event adds to :data:`EVENT_COLUMNS` (format 3).
+RECORDED_COLUMNS = (
+    "gap",  # reconnect and history_check: the detail of the same user's last disconnect before it ("" if none)
+    "n",  # how many events the row counts: 1, or 0 for a row kept as context or as an interval's slowest
+    # (already counted in the tallies)
+)
+#: Columns of the stored raw events table (``events/``), in order.
+STORED_EVENT_COLUMNS = EVENT_COLUMNS + RECORDED_COLUMNS
+
+#: Columns of the ``tallies/`` table: routine outcomes counted per interval, worker and key, timed ones per
+#: latency bucket (contract/histogram.py; -1 for events without a latency).
+TALLY_COLUMNS = ("interval", "worker", "role", "kind", "ok", "detail", "reason", "gap", "bucket", "count")
+#: The key a routine event is counted under (besides its interval, worker and bucket).
+TALLY_KEY = ("role", "kind", "ok", "detail", "reason", "gap")
+#: Columns of the ``activity/`` table: simulated users running per interval, worker and role.
+ACTIVITY_COLUMNS = ("interval", "worker", "role", "users")
+
+#: Outcomes counted, not kept row by row: (kind, ok, detail) of what every healthy run does thousands of times
+#: a second. Everything else (every failure, gap, duplicate, identity change, server close, expiry, refusal)
+#: is kept as a raw row: it is what the verdicts cite.
+ROUTINE = frozenset(
+    [
+        (Kind.CONNECT, 1, ""),
+        (Kind.WELCOME, 1, Detail.NEW),
+        (Kind.WELCOME, 1, Detail.RESUMED),
+        (Kind.RECONNECT, 1, Detail.NEW),
+        (Kind.RECONNECT, 1, Detail.RESUMED),
+        (Kind.REPLAY, 1, ""),
+        (Kind.HB_RTT, 1, ""),
+        (Kind.HB_RTT, 1, Detail.SERVER_PING),
+        (Kind.STREAM_DONE, 1, Detail.COMPLETE),
+        (Kind.NOTIFY, 1, Detail.RECEIVED),
+        (Kind.REFRESH, 1, Detail.REFRESHED),
+        (Kind.REFRESH_REQUIRED, 1, Detail.GRACE_GIVEN),
+        (Kind.HISTORY_CHECK, 1, Detail.CONTEXT_KEPT),
+        (Kind.HISTORY_CHECK, 1, Detail.IDENTITY_KEPT),
+        (Kind.HISTORY_CHECK, 1, Detail.EXPIRED_CLEANLY),
+        *((Kind.DISCONNECT, 1, d) for d in (Detail.FLAP_CLOSE, Detail.FLAP_ABRUPT, Detail.CLIENT_CLOSE)),
+        *((Kind.DISCONNECT, 1, Detail.planned_gap(g)) for g in ("brief", "medium", "extended")),
+    ]
+)
+#: Kinds whose rows carry the ``gap`` before them (the cause of a reconnect, what a history check followed).
+GAP_KINDS = (Kind.RECONNECT, Kind.HISTORY_CHECK)
+
 #: Columns of events.csv the analysis needs; a file of format 1 lacks the rest (see analysis/rundir.py).
 EVENT_COLUMNS_V1 = ("ts", "worker", "user", "session", "kind", "ok", "latency_ms", "agent", "seq", "code", "detail")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from server_stub.process import StubProcess
@@ -42,6 +43,8 @@ class EmbeddedBackend:
         else:
             self.stub = StubProcess(*self.listen, *args, log_path=log)
         self.restarts: list[dict] = []
+        #: called with a restart's record as it begins (no ``ready_ts`` yet) and once it is over
+        self.restart_observers: list[Callable[[dict], None]] = []
         self.reconfigured: list[dict] = []  #: settings changed between tests (web UI); not restarts under load
         self.pids: list[int] = []
 
@@ -73,6 +76,7 @@ class EmbeddedBackend:
         """Stop it (SIGTERM, or kill -9 with ``hard``) and start it again on the same port and store."""
         entry = {"ts": time.time(), "hard": hard, "old_pid": self.stub.pid, "new_pid": None, "ok": False}
         self.restarts.append(entry)
+        self._tell(entry)
         logger.info("restarting the embedded backend (%s)", "kill -9" if hard else "SIGTERM")
         try:
             self.stub.restart(hard=hard)
@@ -81,7 +85,15 @@ class EmbeddedBackend:
         except Exception as e:
             entry["error"] = first_and_last_line(str(e))
             logger.error("embedded backend did not come back: %s", e)
+        self._tell(entry)
         return entry
+
+    def _tell(self, entry: dict) -> None:
+        for observe in self.restart_observers:
+            try:
+                observe(dict(entry))
+            except Exception:  # an observer must not stop the restart
+                logger.exception("a restart observer failed")
 
     def reconfigure(self, args: list[str], faults: list[str]) -> bool:
         """Start it again (same port and store) with other settings; False when ``args`` are those it runs with.

@@ -24,6 +24,7 @@ from users import protocols
 
 from . import targets
 from .recorder import BUFFER_MAX
+from .tally import INTERVAL_S
 
 #: ``--stub-X`` option -> the backend's ``--X`` option, with its value parser.
 STUB_PASSTHROUGH = {
@@ -111,7 +112,16 @@ def add_arguments(parser) -> None:
         metavar="N",
         # Not in the web UI: it bounds a worker's memory, a start-up decision; the tests lower it to force overflow.
         include_in_web_ui=False,
-        help="protocol events a worker buffers for the master; beyond this they are counted undelivered",
+        help="raw event rows a worker buffers for the master; beyond this they are counted undelivered",
+    )
+    g.add_argument(
+        "--record-interval",
+        type=positive(float),
+        default=INTERVAL_S,
+        metavar="S",
+        include_in_web_ui=False,
+        help="routine outcomes (connects, resumes, heartbeats ...) are counted per this many seconds, with their "
+        "latency histograms; failures and evidence are kept row by row",
     )
     g.add_argument(
         "--drain",

@@ -32,7 +32,7 @@ import locust
 from locust import events
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
-from contract.events import EVENT_COLUMNS, FORMAT
+from contract.events import FORMAT
 from scenarios.catalog import SCENARIOS
 from users import protocols
 from users.client import AgentClient
@@ -43,7 +43,8 @@ from . import __version__, exports, form, lag, options, targets, verdicts
 from .embedded import EmbeddedBackend
 from .mqtt_sys import FIELDS as SYS_FIELDS
 from .mqtt_sys import SysTopics
-from .recorder import LocalRecorder, MasterRecorder, WorkerRecorder
+from .recorder import RESTART_RAW_AFTER_S, RESTART_RAW_MAX_S, LocalRecorder, MasterRecorder, Tables, WorkerRecorder
+from .tally import RING_S
 from .rundir import CsvSink, RunDir
 from .telemetry import REPORT_KEY, SAMPLE_COLUMNS, Telemetry, own_process_facts
 
@@ -94,12 +95,14 @@ class Run:
             self._start_backend()
             self.dir.meta["backend"] = self.backend.describe()
         self.dir.meta["host"] = env.host
-        self.events = CsvSink(self.dir.file("events.csv"), EVENT_COLUMNS)
+        self.events = Tables.open(self.dir.path)
         self.samples = CsvSink(self.dir.file("samples.csv"), SAMPLE_COLUMNS)
         self.server_stats = CsvSink(self.dir.file("server_stats.csv"))
         if not opts.no_record:
             kind = MasterRecorder if isinstance(env.runner, MasterRunner) else LocalRecorder
             self.recorder = kind(env, self.events)
+            if self.backend is not None:
+                self.backend.restart_observers.append(self._raw_window_around)
         if opts.csv_prefix is None:
             self.csv_export = exports.CsvExport(env, str(self.dir.file(exports.PREFIX)))
         self.telemetry = Telemetry(env, self.samples, self.server_stats, opts.sample_interval, self._backend_pid)
@@ -259,6 +262,13 @@ class Run:
         self.dir.meta["user_classes"], self.dir.meta["roles"] = dict(self.max_users), self._roles()
         self.dir.save()
 
+    def _raw_window_around(self, restart: dict) -> None:
+        """Every event raw around a restart of the embedded backend: from the look-back before it until its
+        storm is over (bounded by :data:`~harness.recorder.RESTART_RAW_MAX_S` while it is not)."""
+        at, ready = restart["ts"], restart.get("ready_ts")
+        until = ready + RESTART_RAW_AFTER_S if ready else at + RESTART_RAW_MAX_S
+        self.recorder.open_window(at - RING_S, until)
+
     def _scheduled_restart(self) -> None:
         self.backend.restart(hard=self.options.stub_restart_kill)
         self.dir.meta["backend"] = self.backend.describe()
@@ -285,6 +295,8 @@ class Run:
         runner.quit()  # idempotent in Locust; makes the workers stop and flush before we close
         if isinstance(self.recorder, MasterRecorder):
             self.recorder.drain(runner, expected)
+        elif isinstance(self.recorder, LocalRecorder):
+            self.recorder.stop()
         self._drain(interrupted)
         self.telemetry.stop()
         if self.sys_topics is not None:
@@ -303,7 +315,11 @@ class Run:
         if isinstance(runner, MasterRunner):
             meta["workers"] = sorted(set(meta["workers"]) | set(expected))
         meta["recording"] = {"enabled": self.recorder is not None, **(self.recorder.summary() if self.recorder else {})}
-        meta["rows"] = {s: getattr(self, s).rows for s in ("events", "samples", "server_stats")}
+        t = self.events
+        meta["rows"] = {
+            "events": t.events.rows, "tallies": t.tallies.rows, "activity": t.activity.rows,
+            "samples": self.samples.rows, "server_stats": self.server_stats.rows,
+        }  # fmt: skip
         self.dir.close(exit_reason=self._exit_reason(interrupted))
         logger.info("run directory closed: %s", self.dir.path)
         if self.options.verdicts:

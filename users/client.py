@@ -106,7 +106,7 @@ class AgentClient:
         "environment", "user_id", "role", "host", "settings", "adapter", "token_url", "ws", "ws_url", "subprotocols",
         "connections_opened", "token", "token_exp", "token_ttl_s", "token_margin_s", "lost", "retry_after_ms",
         "last_sent", "opened_at", "last_server_ping", "refresh_required_at", "replies", "hb_sent", "keepalive",
-        "_answers_pings", "_client_beats", "_ids", "_last_ack", "source_addresses", "_next_source", "ssl",
+        "_answers_pings", "_client_beats", "_ids", "_last_ack", "source_addresses", "_next_source", "ssl", "headers",
     )  # fmt: skip
 
     def __init__(
@@ -156,6 +156,7 @@ class AgentClient:
         wanted = self.adapter.connection(s.ws_path or self.adapter.default_path)
         self.ws_url = ws_url_for(self.host, wanted.path)
         self.subprotocols = s.subprotocol_list() or list(wanted.subprotocols)
+        self.headers = s.header_dict()  #: the extra upgrade headers (--ws-headers)
         secure = self.ws_url.startswith("wss") or self.token_url.startswith("https")
         self.ssl = shared_ssl_context(s.tls_verify, s.ca_file) if secure else None
 
@@ -230,7 +231,7 @@ class AgentClient:
             self.ws = WebSocket.open(
                 self.ws_url,
                 timeout=s.connect_timeout_s,
-                headers=s.header_dict(),
+                headers=self.headers,
                 subprotocols=self.subprotocols,
                 ssl_context=self.ssl,
                 source=self.next_source_address(),

@@ -99,6 +99,15 @@ def _connect(hostname: str, port: int, family: int | None, timeout: float, sourc
     return sock
 
 
+def _send_all(sock, data: bytes) -> None:
+    """``sock.sendall(data)`` in one ``send`` when the socket buffer takes it all, as it takes a frame of
+    ours nearly always: gevent's ``sendall`` asks the kernel for ``SO_SNDBUF`` on every call to size its
+    chunks. The rest, if any, goes by ``sendall`` (waiting for the buffer to drain, bounded by the timeout)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
 class ConnectError(Exception):
     """Opening failed: refused, unreachable, timed out, or the upgrade was refused.
 
@@ -121,13 +130,14 @@ class Closed(Exception):
 class WebSocket:
     """An open client WebSocket. Not thread-safe; one greenlet reads at a time."""
 
-    __slots__ = ("sock", "_reader", "subprotocol", "closed")
+    __slots__ = ("sock", "_reader", "subprotocol", "closed", "_close_sent")
 
     def __init__(self, sock, reader: FrameReader, subprotocol: str | None) -> None:
         self.sock = sock
         self._reader = reader
         self.subprotocol = subprotocol
         self.closed = False
+        self._close_sent = False  #: our close frame went out: the server's close ends the connection, unanswered
 
     @classmethod
     def open(
@@ -159,7 +169,7 @@ class WebSocket:
             if secure:
                 sock = (ssl_context or shared_ssl_context()).wrap_socket(sock, server_hostname=hostname)
             key = new_key()
-            sock.sendall(upgrade_request(host_header, path, key, headers, subprotocols))
+            _send_all(sock, upgrade_request(host_header, path, key, headers, subprotocols))
             buf = b""
             while True:
                 chunk = sock.recv(HANDSHAKE_RECV_BYTES)
@@ -198,7 +208,7 @@ class WebSocket:
         if self.closed:
             raise Closed(ABNORMAL, "already closed", clean=False)
         try:
-            self.sock.sendall(data)
+            _send_all(self.sock, data)
         except OSError:
             self._drop()
             raise Closed(ABNORMAL, "send failed", clean=False) from None
@@ -249,6 +259,7 @@ class WebSocket:
         if self.closed:
             return None
         try:
+            self._close_sent = True
             self._send(encode_close(code))
             deadline = monotonic() + timeout
             while (left := deadline - monotonic()) > 0:
@@ -271,9 +282,10 @@ class WebSocket:
         self._drop()
 
     def _answer_close(self, code: int | None) -> None:
+        """The server's close frame: echo it (RFC 6455 5.5.1) unless it is the answer to ours, then drop."""
         try:
-            if not self.closed:
-                self.sock.sendall(encode_close(code if code is not None else NORMAL_CLOSURE))
+            if not self.closed and not self._close_sent:
+                _send_all(self.sock, encode_close(code if code is not None else NORMAL_CLOSURE))
         except OSError:
             pass
         self._drop()

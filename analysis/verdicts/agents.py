@@ -17,12 +17,13 @@ AGENT_CHANGED = Detail.RESUMED_AGENT_CHANGED
 
 def resumes(events: pd.DataFrame) -> pd.DataFrame:
     """Welcomes answering a resume (kept or not)."""
-    return events[(events["kind"] == Kind.WELCOME) & events["detail"].isin(RESUMED_DETAILS)]
+    return events[(events["kind"] == Kind.WELCOME) & events["detail"].isin(RESUMED_DETAILS) & (events["n"] > 0)]
 
 
 def takeovers(events: pd.DataFrame) -> pd.DataFrame:
     """Takeover probes: the older connection's end (ok) or both connections left alive (ok=0)."""
-    return events[(events["kind"] == Kind.CLOSE) & events["detail"].isin([Detail.TAKEN_OVER, Detail.NOT_TAKEN_OVER])]
+    probe = events["detail"].isin([Detail.TAKEN_OVER, Detail.NOT_TAKEN_OVER])
+    return events[(events["kind"] == Kind.CLOSE) & probe & (events["n"] > 0)]
 
 
 def backend_duplicates(server_stats: pd.DataFrame) -> pd.DataFrame:
@@ -47,6 +48,7 @@ def judge(run: Run, th: dict) -> Verdict:
     limit = th["duplicate_agent"]["max_duplicates"]
     resumed = resumes(run.events)
     probes = takeovers(run.events)
+    n_resumed = int(resumed["n"].sum())
     both_alive = probes[probes["ok"] == 0]
     changed = pd.concat([resumed[resumed["detail"] == AGENT_CHANGED], both_alive]).sort_values("ts")
     stats = run.server_stats.dropna(subset=["duplicate_agents_total"])
@@ -72,7 +74,7 @@ def judge(run: Run, th: dict) -> Verdict:
         figure=figure,
         unit="duplicates",
         threshold=limit,
-        n=len(resumed),
+        n=n_resumed,
         evidence=evidence,
         details={
             "backend_duplicate_agents_total": backend_count,
@@ -80,7 +82,7 @@ def judge(run: Run, th: dict) -> Verdict:
             "client_agent_changes": len(changed) - len(both_alive),
             "takeovers_checked": len(probes),
             "takeovers_both_alive": len(both_alive),
-            "resumes": len(resumed),
+            "resumes": n_resumed,
             "stats_samples": len(stats),
         },
     )
@@ -94,11 +96,11 @@ def judge(run: Run, th: dict) -> Verdict:
         )
     # A backend that has no agent counts to give (an MQTT broker) is judged from the clients' side; one
     # whose figures went missing or broke stays unknown.
-    if stats.empty and len(probes) and len(resumed) and not run.problem_with("server_stats.csv"):
+    if stats.empty and len(probes) and n_resumed and not run.problem_with("server_stats.csv"):
         return Verdict(
             NAME,
             Status.PASS,
-            f"one live connection per session across {len(probes)} takeovers and {len(resumed)} resumes "
+            f"one live connection per session across {len(probes)} takeovers and {n_resumed} resumes "
             "(judged from the clients' side: the backend reports no agent counts)",
             **figures,
         )
@@ -109,7 +111,7 @@ def judge(run: Run, th: dict) -> Verdict:
             else "the backend reports no agent counts (max_agents_per_session, duplicate_agents_total)"
         )
         return inconclusive(NAME, f"the backend's side is unknown: {why}", **figures)
-    if resumed.empty:
+    if not n_resumed:
         return inconclusive(NAME, "no session was resumed: nothing could duplicate an agent", **figures)
     probed = f" and {len(probes)} takeovers" if len(probes) else ""
-    return Verdict(NAME, Status.PASS, f"one agent per session across {len(resumed)} resumes{probed}", **figures)
+    return Verdict(NAME, Status.PASS, f"one agent per session across {n_resumed:,} resumes{probed}", **figures)

@@ -8,6 +8,8 @@ import pandas as pd
 from contract.events import Detail, Kind
 
 from ..rundir import Run
+from contract.histogram import RELATIVE_ERROR
+
 from ..stats import Quantile, min_samples_for_upper_bound, quantile
 from .base import MAX_EVIDENCE, Status, Verdict, evidence_rows, inconclusive
 from .causes import BRIEF_GAPS, UNPLANNED, restart_windows
@@ -21,66 +23,89 @@ NOT_RETRIED = Detail.STOPPED_BY_CLOSE
 
 
 def reconnects(events: pd.DataFrame, restarts: list[tuple[float, float]] = ()) -> pd.DataFrame:
-    """Every reconnect attempt with its latency (inf if it never came back) and the cause of the gap.
+    """Every reconnect attempt with its latency (inf if it never came back), how many it counts (``n``: counted
+    reconnects come as one row per bin and latency bucket) and the cause of the gap.
 
     The cause is ``restart`` when the reconnect finished during a backend
-    restart's storm (``restarts``: (down, settled) windows), else the detail of the
-    same user's disconnect just before: a planned brief gap, a planned longer
-    gap, or unplanned (the server closed, the link died).
+    restart's storm (``restarts``: (down, settled) windows), else the ``gap``
+    before it (the same user's last disconnect): a planned brief gap, a planned
+    longer gap, or unplanned (the server closed, the link died).
     """
-    ev = events[["ts", "worker", "user", "session", "kind", "ok", "latency_ms", "code", "detail"]]
+    ev = events[["ts", "worker", "user", "session", "kind", "ok", "latency_ms", "code", "detail", "gap", "n", "span_s"]]
     rec = ev[(ev["kind"] == Kind.RECONNECT) & (ev["detail"] != NOT_RETRIED)].copy()
     rec["since"] = rec["ts"] - rec["latency_ms"].fillna(0.0) / 1000.0  # when the client started waiting
+    rec["until"] = rec["ts"] + rec["span_s"]
     rec["latency_ms"] = rec["latency_ms"].where(rec["ok"] == 1, np.inf)
-    gone = ev.loc[ev["kind"] == Kind.DISCONNECT, ["ts", "user", "detail"]].rename(columns={"detail": "gap"})
-    rec["user"] = rec["user"].astype(str)
-    gone["user"] = gone["user"].astype(str)
-    rec = pd.merge_asof(rec.sort_values("ts"), gone.sort_values("ts"), on="ts", by="user", direction="backward")
     gap = rec["gap"].astype(str)
     in_restart = np.zeros(len(rec), dtype=bool)
     for down, settled in restarts:
-        in_restart |= rec["ts"].between(down, settled).to_numpy()
+        in_restart |= ((rec["until"] >= down) & (rec["ts"] <= settled)).to_numpy()
     rec["cause"] = np.select(
         [in_restart, gap.isin(BRIEF_GAPS), gap.isin(UNPLANNED), gap.isin(PLANNED_GAPS)],
         ["restart", "brief", "unplanned", "planned"],
         "unknown",
     )
-    return rec
+    return rec.sort_values("ts", kind="stable")
 
 
-def percentiles(latency: pd.Series, confidence: float) -> dict[str, Quantile]:
-    return {f"p{round(p * 100)}": quantile(latency, p, confidence) for p in (0.5, 0.95, 0.99)}
+def as_weighted(latency: pd.DataFrame | pd.Series) -> pd.DataFrame:
+    """Latencies as the judgements take them: a frame with ``latency_ms``, ``n`` and ``span_s`` (a plain series
+    of exact latencies is one event each)."""
+    if isinstance(latency, pd.Series):
+        return pd.DataFrame({"latency_ms": latency.to_numpy(dtype=float), "n": 1, "span_s": 0.0})
+    return latency
 
 
-def judge_p99(latency: pd.Series, limit: float, confidence: float, set_aside: int = 0) -> tuple[Status, Quantile, str]:
+def error_of(frame: pd.DataFrame) -> float:
+    """The relative error of latencies read from ``frame``: the histogram's when some are counted in buckets."""
+    counted = (frame["span_s"] > 0) & (frame["n"] > 0)
+    return RELATIVE_ERROR if bool(counted.any()) else 0.0
+
+
+def quantile_of(frame: pd.DataFrame, p: float, confidence: float) -> Quantile:
+    """The p-quantile of ``frame``'s latencies, each row weighted by the events it counts."""
+    return quantile(frame["latency_ms"], p, confidence, weights=frame["n"], error=error_of(frame))
+
+
+def percentiles(frame: pd.DataFrame | pd.Series, confidence: float) -> dict[str, Quantile]:
+    frame = as_weighted(frame)
+    return {f"p{round(p * 100)}": quantile_of(frame, p, confidence) for p in (0.5, 0.95, 0.99)}
+
+
+def judge_p99(frame: pd.DataFrame | pd.Series, limit: float, confidence: float, set_aside: int = 0) -> tuple[Status, Quantile, str]:
     """Pass when the upper bound of p99 is within ``limit``; fail when even its lower bound exceeds it.
+
+    ``frame``: latencies with their weights (``latency_ms``, ``n``, ``span_s``). Latencies counted in
+    histogram buckets are judged with the histogram's error: the upper bound widened by it, the lower one
+    narrowed, so the rounding can neither pass nor fail a judgement.
 
     ``set_aside``: reconnects measured while the generator was late, their values
     unknown. They are counted as slower than any other for the upper bound and
     faster than any other for the lower one, so they can neither pass nor fail
     the judgement, only leave it undecided. The figure is the p99 of the rest.
     """
-    q = quantile(latency, 0.99, confidence)
+    frame = as_weighted(frame)
+    q = quantile_of(frame, 0.99, confidence)
     if q.n == 0 and not set_aside:
         return Status.INCONCLUSIVE, q, "no reconnects"
-    values = np.asarray(latency, dtype=float)
-    high = quantile(np.r_[values, np.full(set_aside, np.inf)], 0.99, confidence)
-    low = quantile(np.r_[values, np.full(set_aside, -np.inf)], 0.99, confidence)
+    values, weights, err = frame["latency_ms"].to_numpy(dtype=float), frame["n"].to_numpy(), q.error
+    high = quantile(np.r_[values, np.inf], 0.99, confidence, weights=np.r_[weights, set_aside], error=err)
+    low = quantile(np.r_[values, -np.inf], 0.99, confidence, weights=np.r_[weights, set_aside], error=err)
     late = f" ({set_aside} measured while the generator was late set aside)" if set_aside else ""
-    if low.lower is not None and low.lower > limit:
+    if low.lower_judged is not None and low.lower_judged > limit:
         return (
             Status.FAIL,
             q,
             f"p99 {q.value:.0f} ms > {limit:.0f} ms (even its lower bound is {low.lower:.0f} ms){late}",
         )
-    if high.upper is not None and high.upper <= limit:
+    if high.upper_judged is not None and high.upper_judged <= limit:
         return Status.PASS, q, f"p99 {q.value:.0f} ms, bound {high.upper:.0f} ms <= {limit:.0f} ms{late}"
     if q.n == 0:
         return Status.INCONCLUSIVE, q, f"all {set_aside} reconnects were measured while the generator was late"
     if q.upper is None:
         need = min_samples_for_upper_bound(0.99, confidence)
         return Status.INCONCLUSIVE, q, f"{q.n} reconnects: a bound on p99 needs {need}{late}"
-    if set_aside and q.upper <= limit:
+    if set_aside and q.upper_judged <= limit:
         return (
             Status.INCONCLUSIVE,
             q,
@@ -121,36 +146,40 @@ def judge(run: Run, th: dict) -> Verdict:
     th_all, th = th, th["reconnect_latency"]
     conf = th["confidence"]
     rec = reconnects(run.events, restart_windows(run))
-    if rec.empty:
+    if not rec["n"].sum():
         return inconclusive(NAME, "no reconnects in this run", unit="ms", threshold=th["p99_max_ms"])
     stretches = stretches_of(run, th_all)
-    rec["late"] = measured_late(stretches, process_of(rec["worker"]), rec["since"], rec["ts"])
+    rec["late"] = measured_late(stretches, process_of(rec["worker"]), rec["since"], rec["until"])
     through_restart = rec[rec["cause"] == "restart"]
     judged = rec[rec["cause"] != "restart"]
     groups = {"all": judged}
     brief = judged[judged["cause"] == "brief"]
-    if len(brief):
+    if brief["n"].sum():
         groups["brief"] = brief
     limits = {"all": th["p99_max_ms"], "brief": th["brief_p99_max_ms"]}
     judgements = {
-        name: judge_p99(g.loc[~g["late"], "latency_ms"], limits[name], conf, int(g["late"].sum()))
+        name: judge_p99(g[~g["late"]], limits[name], conf, int(g.loc[g["late"], "n"].sum()))
         for name, g in groups.items()
     }
     status, q, _ = judgements["all"]
     overall = worst(s for s, _, _ in judgements.values())
     summary = "; ".join(f"{name}: {w}" for name, (_, _, w) in judgements.items())
-    if judged.empty:
+    if not judged["n"].sum():
         summary = "no reconnects outside backend restarts"
-    if len(through_restart):
-        p = percentiles(through_restart["latency_ms"], conf)
-        summary += f"; {len(through_restart)} through a restart, p99 {p['p99'].value:,.0f} ms (judged by restart)"
+    restarted = int(through_restart["n"].sum())
+    if restarted:
+        p = percentiles(through_restart, conf)
+        summary += f"; {restarted} through a restart, p99 {p['p99'].value:,.0f} ms (judged by restart)"
+    if q.error:
+        summary += f" (from latency histograms: within {q.error:.1%})"
     if rec["late"].any():
         summary += f"; {describe(stretches)}"
     by_cause = {
-        cause: {k: v.value for k, v in percentiles(group["latency_ms"], conf).items()} | {"n": len(group)}
+        cause: {k: v.value for k, v in percentiles(group, conf).items()} | {"n": int(group["n"].sum())}
         for cause, group in rec.groupby("cause")
     }
-    slowest = judged[~judged["late"]].nlargest(MAX_EVIDENCE, "latency_ms")
+    named = judged[~judged["late"] & (judged["user"] != "")]  # a row that names a user and a session
+    slowest = named.nlargest(MAX_EVIDENCE, "latency_ms")
     return Verdict(
         NAME,
         overall,
@@ -163,12 +192,13 @@ def judge(run: Run, th: dict) -> Verdict:
         bound_label=f"{conf:.0%} upper bound of p99",
         evidence=evidence_rows(slowest, ("ts", "user", "session", "latency_ms", "cause", "gap")),
         details={
-            "percentiles": {k: v.value for k, v in percentiles(judged["latency_ms"], conf).items()},
+            "percentiles": {k: v.value for k, v in percentiles(judged, conf).items()},
             "p99_lower_bound": q.lower,
+            "relative_error": q.error,
             "by_cause": by_cause,
-            "through_restart": len(through_restart),
-            "set_aside_late": int(rec["late"].sum()),
-            "never_back": int(np.isinf(judged["latency_ms"]).sum()),
+            "through_restart": restarted,
+            "set_aside_late": int(rec.loc[rec["late"], "n"].sum()),
+            "never_back": int(judged.loc[np.isinf(judged["latency_ms"]), "n"].sum()),
             "judgements": {
                 name: {"status": str(s), "why": w, "p99": x.value, "upper": x.upper, "lower": x.lower, "n": x.n}
                 for name, (s, x, w) in judgements.items()

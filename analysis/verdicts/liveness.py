@@ -22,14 +22,14 @@ REFRESH_LOOKBACK_S = 10.0
 def live_clients_reaped(events: pd.DataFrame) -> pd.DataFrame:
     """Idle reaps of users not in the zombie role: every other user heartbeats (or answers the server's
     pings) while it waits on its socket (users/client.py ``keepalive``), so the backend reaped a live client."""
-    reaped = (events["kind"] == Kind.CLOSE) & (events["reason"] == CloseReason.IDLE_REAPED)
+    reaped = (events["kind"] == Kind.CLOSE) & (events["reason"] == CloseReason.IDLE_REAPED) & (events["n"] > 0)
     return events[reaped & (events["role"] != Role.ZOMBIE)]
 
 
 def zombie_rounds(events: pd.DataFrame) -> pd.DataFrame:
     """Each zombie round's end: the backend's close (ok=1) or the client giving up (ok=0); a reap carries
     the server's announced ``idle_timeout_ms``."""
-    return events[(events["role"] == Role.ZOMBIE) & (events["kind"] == Kind.CLOSE)]
+    return events[(events["role"] == Role.ZOMBIE) & (events["kind"] == Kind.CLOSE) & (events["n"] > 0)]
 
 
 def judge_zombie(run: Run, th: dict) -> Verdict:
@@ -169,7 +169,7 @@ def refresh_failures(events: pd.DataFrame, restarts: list[tuple[float, float]] =
     failed |= probe & (((kind == Kind.REFRESH_REQUIRED) & failed_event) | (kind == Kind.CHUNK_GAP))
     for down, settled in restarts:
         failed &= ~events["ts"].between(down - 1.0, settled)
-    return events[failed]
+    return events[failed & (events["n"] > 0)]
 
 
 def judge_refresh(run: Run, th: dict) -> Verdict:
@@ -188,19 +188,20 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
     """
     th_all, limit = th, th["refresh"]["max_failures"]
     ev = run.events
-    refreshes = ev[ev["kind"] == Kind.REFRESH]
+    refreshes = ev[(ev["kind"] == Kind.REFRESH) & (ev["n"] > 0)]
+    n_refreshes = int(refreshes["n"].sum())
     failures = refresh_failures(ev, restart_windows(run))
     stretches = stretches_of(run, th_all)
     generator_late = measured_late(
         stretches, process_of(failures["worker"]), failures["ts"] - REFRESH_LOOKBACK_S, failures["ts"]
     )
     set_aside, failures = failures[generator_late], failures[~generator_late]
-    answered = int((refreshes["ok"] == 1).sum())
+    answered = int(refreshes.loc[refreshes["ok"] == 1, "n"].sum())
     figures = dict(
         figure=len(failures),
         unit="failures",
         threshold=limit,
-        n=len(refreshes),
+        n=n_refreshes,
         evidence=evidence_rows(
             pd.concat([failures, set_aside.assign(detail=set_aside["detail"].astype(str) + " (generator late)")]),
             ("ts", "user", "session", "kind", "code", "detail"),
@@ -210,7 +211,7 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
             "by_detail": {str(d): int(n) for d, n in failures["detail"].value_counts().items() if n},
             "set_aside_generator_late": len(set_aside),
             "expiry_closes": int(
-                ((ev["kind"] == Kind.CLOSE) & (ev["reason"] == CloseReason.CREDENTIALS_EXPIRED)).sum()
+                ev.loc[(ev["kind"] == Kind.CLOSE) & (ev["reason"] == CloseReason.CREDENTIALS_EXPIRED), "n"].sum()
             ),
         },
     )
@@ -225,7 +226,7 @@ def judge_refresh(run: Run, th: dict) -> Verdict:
             f"({describe(stretches)})",
             **figures,
         )
-    if refreshes.empty:
+    if not n_refreshes:
         if run.lacks("refresh"):
             # Not a run that left it out: a protocol that cannot do it (MQTT 3.1.1 has no re-authentication;
             # MQTT 5's needs an authentication method the broker offers). Never a pass, never silent.

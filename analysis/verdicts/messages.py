@@ -27,7 +27,7 @@ def delivery_failures(events: pd.DataFrame) -> pd.DataFrame:
     failed = (kind.isin([Kind.CHUNK_GAP, Kind.DUP_FRAME])) | (
         kind.isin([Kind.STREAM_DONE, Kind.NOTIFY]) & (events["ok"] == 0)
     )
-    return events[failed]
+    return events[failed & (events["n"] > 0)]
 
 
 def judge_delivery(run: Run, th: dict) -> Verdict:
@@ -50,21 +50,21 @@ def judge_delivery(run: Run, th: dict) -> Verdict:
     """
     limit = th["delivery"]["max_failures"]
     ev = run.events
-    checked = ev[ev["kind"].isin([Kind.STREAM_DONE, Kind.NOTIFY])]
+    checked = ev[ev["kind"].isin([Kind.STREAM_DONE, Kind.NOTIFY]) & (ev["n"] > 0)]
     failures = delivery_failures(ev)
     figures = dict(
         figure=len(failures),
         unit="frames",
         threshold=limit,
-        n=len(checked),
+        n=int(checked["n"].sum()),
         evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "seq", "detail")),
         details={
             "by_kind": {
                 f"{k}:{d}": int(c) for (k, d), c in failures.groupby(["kind", "detail"], observed=True).size().items()
             },
-            "streams_complete": int(((ev["kind"] == Kind.STREAM_DONE) & (ev["ok"] == 1)).sum()),
-            "pushes_received": int(((ev["kind"] == Kind.NOTIFY) & (ev["ok"] == 1)).sum()),
-            "replays": int((ev["kind"] == Kind.REPLAY).sum()),
+            "streams_complete": count(ev, (ev["kind"] == Kind.STREAM_DONE) & (ev["ok"] == 1)),
+            "pushes_received": count(ev, (ev["kind"] == Kind.NOTIFY) & (ev["ok"] == 1)),
+            "replays": count(ev, ev["kind"] == Kind.REPLAY),
         },
     )
     if len(failures) > limit:
@@ -119,17 +119,18 @@ def judge_context(run: Run, th: dict) -> Verdict:
     """
     limit = th["context"]["max_failures"]
     ev = run.events
-    checks = ev[ev["kind"] == Kind.HISTORY_CHECK]
-    changed = ev[(ev["kind"] == Kind.WELCOME) & ev["detail"].isin(CONTEXT_CHANGED)]
+    counted = ev["n"] > 0
+    checks = ev[(ev["kind"] == Kind.HISTORY_CHECK) & counted]
+    changed = ev[(ev["kind"] == Kind.WELCOME) & ev["detail"].isin(CONTEXT_CHANGED) & counted]
     failures = pd.concat([checks[checks["ok"] == 0], changed]).sort_values("ts")
-    expired = int((checks["detail"] == EXPIRED_CLEANLY).sum())
-    kept = int(((checks["ok"] == 1) & (checks["detail"] != EXPIRED_CLEANLY)).sum())
-    uncompared = int((checks["detail"] == Detail.IDENTITY_KEPT).sum())
+    expired = count(checks, checks["detail"] == EXPIRED_CLEANLY)
+    kept = count(checks, (checks["ok"] == 1) & (checks["detail"] != EXPIRED_CLEANLY))
+    uncompared = count(checks, checks["detail"] == Detail.IDENTITY_KEPT)
     figures = dict(
-        figure=len(failures),
+        figure=int(failures["n"].sum()),
         unit="sessions",
         threshold=limit,
-        n=len(checks),
+        n=int(checks["n"].sum()),
         evidence=evidence_rows(failures, ("ts", "user", "session", "kind", "detail")),
         details={
             "context_kept": kept,
@@ -138,9 +139,9 @@ def judge_context(run: Run, th: dict) -> Verdict:
             "welcome_context_changed": len(changed),
         },
     )
-    if len(failures) > limit:
+    if figures["figure"] > limit:
         why = gaps_summary(after_gaps(ev, pd.concat([checks, changed]), failures.index))
-        summary = f"{len(failures)} session(s) came back with other context: {why}"
+        summary = f"{figures['figure']} session(s) came back with other context: {why}"
         return Verdict(CONTEXT, Status.FAIL, summary, **figures)
     if checks.empty:
         if not ran(run, Role.CONVERSATION):
@@ -167,23 +168,32 @@ def judge_context(run: Run, th: dict) -> Verdict:
     return Verdict(CONTEXT, Status.PASS, f"{kept} resumes kept agent, turns and history{tail}", **figures)
 
 
+def count(frame: pd.DataFrame, which: pd.Series) -> int:
+    """How many events the rows picked by ``which`` stand for (their ``n``)."""
+    return int(frame.loc[which, "n"].sum())
+
+
 def after_gaps(events: pd.DataFrame, opens: pd.DataFrame, failed: pd.Index) -> pd.DataFrame:
-    """Each compared open with the disconnect before it (its user's last): the gap (the disconnect's detail),
-    how long the user was away until the comparison, and whether it failed."""
-    drops = events.loc[events["kind"] == Kind.DISCONNECT, ["ts", "user", "detail"]]
-    drops = drops.rename(columns={"ts": "dropped", "detail": "gap"}).sort_values("dropped")
-    opened = opens.assign(failed=opens.index.isin(failed))[["ts", "user", "failed", "detail"]].sort_values("ts")
+    """Each compared open (``n`` events) with the gap before it (its ``gap``: the user's last disconnect's
+    detail; a welcome's is its raw disconnect's), how long a failed one's user was away, and whether it failed."""
+    drops = events.loc[(events["kind"] == Kind.DISCONNECT) & (events["user"] != ""), ["ts", "user", "detail"]]
+    drops = drops.rename(columns={"ts": "dropped", "detail": "dropped_gap"}).sort_values("dropped")
+    drops = drops.assign(user=drops["user"].astype(str), dropped_gap=drops["dropped_gap"].astype(str))
+    opened = opens.assign(failed=opens.index.isin(failed))[["ts", "user", "failed", "detail", "gap", "n"]]
+    opened = opened.assign(user=opened["user"].astype(str), gap=opened["gap"].astype(str)).sort_values("ts")
     joined = pd.merge_asof(opened, drops, left_on="ts", right_on="dropped", by="user", direction="backward")
-    return joined.assign(away_s=joined["ts"] - joined["dropped"], gap=joined["gap"].fillna("none"))
+    gap = joined["gap"].where(joined["gap"] != "", joined["dropped_gap"])
+    return joined.assign(away_s=joined["ts"] - joined["dropped"], gap=gap.fillna("none").replace("", "none"))
 
 
 def gaps_summary(opens: pd.DataFrame) -> str:
     """By the gap before them: how many failed, how long those users were away, and what was found; then
     the gaps whose every resume kept its context."""
     label = opens["gap"].str.removeprefix("planned_gap_").str.replace("_", " ")
-    by_gap = opens.assign(label=label).groupby("label", sort=False)
-    tally = by_gap.agg(n=("failed", "size"), failed=("failed", "sum"), away_s=("away_s", "median"))
-    failed = opens[opens["failed"]].assign(label=label)
+    opens = opens.assign(label=label, failures=opens["n"].where(opens["failed"], 0))
+    tally = opens.groupby("label", sort=False).agg(n=("n", "sum"), failed=("failures", "sum"))
+    failed = opens[opens["failed"]]
+    tally["away_s"] = failed.groupby("label")["away_s"].median()
     found = failed.groupby("label")["detail"].agg(lambda d: ", ".join(sorted(set(d))))
     failing = tally[tally["failed"] > 0].sort_values("failed", ascending=False)
     parts = [
@@ -194,4 +204,3 @@ def gaps_summary(opens: pd.DataFrame) -> str:
     if len(kept):
         parts.append("kept after " + ", ".join(f"all {int(t.n)} {name} gaps" for name, t in kept.iterrows()))
     return "; ".join(parts)
-

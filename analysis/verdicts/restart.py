@@ -80,8 +80,8 @@ def comebacks(events: pd.DataFrame, at: float, horizon_s: float, up: float | Non
 def peak_reconnects_per_second(events: pd.DataFrame, at: float, horizon_s: float) -> int:
     """The storm's height: most successful reconnects in one second after the restart."""
     ev = events
-    ts = ev.loc[(ev["kind"] == Kind.RECONNECT) & (ev["ok"] == 1) & ev["ts"].between(at, at + horizon_s), "ts"]
-    return int(np.floor(ts - at).value_counts().max()) if len(ts) else 0
+    back = ev[(ev["kind"] == Kind.RECONNECT) & (ev["ok"] == 1) & ev["ts"].between(at, at + horizon_s)]
+    return int(back.groupby(np.floor(back["ts"] - at))["n"].sum().max()) if len(back) else 0
 
 
 def failed_restarts(run: Run) -> list[dict]:
