@@ -36,6 +36,8 @@ def pieces(directory: Path) -> list[Path]:
 
 def batches(directory: Path, columns: list[str] | None, problems: list[str]) -> Iterator[pa.RecordBatch]:
     """Every record batch of the table (only ``columns``, if given); what cannot be read is named in ``problems``."""
+    if not directory.is_dir():
+        return
     for piece in pieces(directory):
         if piece.suffix == ".parquet":
             try:

@@ -299,13 +299,13 @@ def latency_percentiles_over_time(reconnects: pd.DataFrame, t0: float, step: flo
 
 
 def users_over_time(activity: pd.DataFrame, t0: float, step: float) -> pd.DataFrame:
-    """Simulated users running per interval and role (the mean over the interval's own counts)."""
+    """Simulated users running per interval and role (the most at once within the interval)."""
     if activity.empty:
         return pd.DataFrame(index=pd.Index([], name="t", dtype=float))
     a = activity.assign(t=interval(activity["interval"], t0, step), role=activity["role"].astype(str))
     per_second = a.groupby(["t", "interval", "role"])["users"].sum()
-    mean = per_second.groupby(["t", "role"]).mean().unstack("role", fill_value=0)
-    return every_interval(mean.sort_index(), step, fill=0).round().astype(int)
+    most = per_second.groupby(["t", "role"]).max().unstack("role", fill_value=0)
+    return every_interval(most.sort_index(), step, fill=0).astype(int)
 
 
 # -- heartbeats, errors, close codes, throughput ----------------------------------------

@@ -103,23 +103,30 @@ def locust_run(
         ]  # fmt: skip
         proc = subprocess.Popen(
             args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_pin_self if pinned() else None,
+            preexec_fn=pin_to_load_cpu if pinned() else None,
         )  # fmt: skip
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu_s = wait_cpu_s(proc)
         if not out.exists():
             raise RuntimeError(f"the Locust child wrote no figures (exit code {proc.returncode})")
         figures = json.loads(out.read_text())
-    return Run(seconds, usage.ru_utime + usage.ru_stime, figures["cycles"], figures["failures"], figures["events"])
+    return Run(seconds, cpu_s, figures["cycles"], figures["failures"], figures["events"])
 
 
-def _pin_self() -> None:
+def pin_to_load_cpu() -> None:
+    """A load generator's ``preexec_fn``: the child and every thread it starts run on CPU 1."""
     os.sched_setaffinity(0, {LOAD_CPU})
+
+
+def wait_cpu_s(proc: subprocess.Popen) -> float:
+    """Wait for the child to exit; its CPU seconds (user + system: its threads, and children it waited for)."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_per_cycle(host: str, short_s: int = SHORT_S, long_s: int = LONG_S, **kw) -> PerCycle:

@@ -1,7 +1,8 @@
 """What the master has seen so far, live: the Resilience tab's figures and its verdicts so far.
 
-:class:`Live` keeps a few figures, fed by the recorder (rows as written to ``events.csv``) and the
-telemetry (each round): reconnect percentiles, events/s, the backend's latest sample. :class:`SoFar`
+:class:`Live` keeps a few figures, fed by the recorder (raw rows and tally rows as written) and the
+telemetry (each round): reconnect percentiles (from a latency histogram of every reconnect), events/s,
+the backend's latest sample. :class:`SoFar`
 judges the verdicts: the analysis itself, run on the run directory as recorded so far, in a child
 process; the tab holds no second copy of its rules. The analysis after the test has the last word.
 """
@@ -12,50 +13,51 @@ import json
 import logging
 import math
 import os
-import random
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
 import gevent
+import numpy as np
 
-from analysis.stats import quantile
+from analysis.stats import Quantile, quantile
 from analysis.verdicts import NAMES
 from analysis.verdicts.base import format_figure
 from analysis.verdicts.causes import STORM_TAIL_S
-from contract.events import EVENT_COLUMNS, Detail, Kind
+from contract.events import STORED_EVENT_COLUMNS, TALLY_COLUMNS, Detail, Kind
+from contract.histogram import RELATIVE_ERROR, bucket_of, midpoint
 
 from . import verdicts
 
 logger = logging.getLogger(__name__)
 
-RESERVOIR = 20_000  #: reconnect latencies kept for the percentiles (a uniform sample of them beyond this)
 RATE_WINDOW_S = 5.0  #: events/s over this window
 WAITING = "waiting"  #: a verdict with nothing to judge yet
 EVERY_S = 10.0  #: the verdicts so far are judged at most this often (and at most a fifth of the time)
 TIMEOUT_S = 120.0  #: an analysis of what was recorded so far that takes longer is given up
 MIB = 1024 * 1024
-#: Where each field the tab reads sits in a row of events.csv.
-_AT = tuple(EVENT_COLUMNS.index(c) for c in ("ts", "kind", "ok", "latency_ms", "detail"))
+#: Where each field the tab reads sits in a raw row, and in a tally row.
+_RAW = tuple(STORED_EVENT_COLUMNS.index(c) for c in ("ts", "kind", "ok", "latency_ms", "detail", "n"))
+_TALLY = tuple(TALLY_COLUMNS.index(c) for c in ("interval", "kind", "ok", "detail", "bucket", "count"))
 
 
-class Reservoir:
-    """A uniform sample of at most ``size`` values of a stream (Vitter's algorithm R); ``seen`` counts the stream."""
+class Histogram:
+    """Latencies counted per bucket (contract/histogram.py): every one, in memory bounded by the buckets."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.values: list[float] = []
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
         self.seen = 0
-        self._random = random.Random(0)
 
-    def add(self, value: float) -> None:
-        self.seen += 1
-        if len(self.values) < self.size:
-            self.values.append(value)
-        elif (j := self._random.randrange(self.seen)) < self.size:
-            self.values[j] = value
+    def add(self, bucket: int, n: int = 1) -> None:
+        self.counts[bucket] += n
+        self.seen += n
+
+    def quantile(self, p: float, confidence: float) -> Quantile:
+        buckets = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+        weights = np.fromiter(self.counts.values(), dtype=np.int64, count=len(self.counts))
+        return quantile(midpoint(buckets), p, confidence, weights=weights, error=RELATIVE_ERROR)
 
 
 class Live:
@@ -65,7 +67,7 @@ class Live:
         self.th = thresholds
         self.restarts = restarts  #: the embedded backend's restarts so far (its records: ts, ready_ts)
         self.events = 0
-        self.reconnects = Reservoir(RESERVOIR)
+        self.reconnects = Histogram()
         self.latest: dict = {}  #: the telemetry's last round
         self.duplicates_by_pid: dict = {}  #: the backend's duplicate_agents_total restarts at 0 with each process
         self.max_agents_per_session = 0.0
@@ -73,18 +75,21 @@ class Live:
         self._broken = False
 
     # -- feeding --------------------------------------------------------------------
-    def observe_events(self, rows: list) -> None:
-        """Recorder observer: rows in ``events.csv`` column order."""
-        self.events += len(rows)
+    def observe_events(self, raw: list, tallies: list) -> None:
+        """Recorder observer: raw rows and tally rows, in their tables' column order."""
         try:
-            ts, kind, ok, latency_ms, detail = _AT
-            for r in rows:
-                if (
-                    r[kind] == Kind.RECONNECT
-                    and r[detail] != Detail.STOPPED_BY_CLOSE
-                    and not self._through_restart(r[ts])
-                ):
-                    self.reconnects.add(float(r[latency_ms]) if r[ok] and r[latency_ms] not in (None, "") else math.inf)
+            ts, kind, ok, latency_ms, detail, n = _RAW
+            for r in raw:
+                self.events += r[n]
+                if r[kind] == Kind.RECONNECT and r[n] and r[detail] != Detail.STOPPED_BY_CLOSE:
+                    if not self._through_restart(r[ts]):
+                        late = r[latency_ms] if r[ok] and r[latency_ms] is not None else math.inf
+                        self.reconnects.add(bucket_of(late))
+            at, kind, ok, detail, bucket, count = _TALLY
+            for r in tallies:
+                self.events += r[count]
+                if r[kind] == Kind.RECONNECT and not self._through_restart(r[at]):
+                    self.reconnects.add(r[bucket], r[count])
         except Exception:  # never let the tab break the recording (a local run fires this in a user's greenlet)
             if not self._broken:
                 logger.exception("the Resilience tab could not count an event; its figures stop here")
@@ -116,8 +121,8 @@ class Live:
         elapsed = time.monotonic() - since
         return (self.events - count) / elapsed if elapsed > 0.5 else 0.0
 
-    def reconnect_quantile(self, p: float):
-        return quantile(self.reconnects.values, p, self.th["reconnect_latency"]["confidence"])
+    def reconnect_quantile(self, p: float) -> Quantile:
+        return self.reconnects.quantile(p, self.th["reconnect_latency"]["confidence"])
 
 
 class SoFar:

@@ -126,7 +126,7 @@ def test_latency_cdf_of_reconnects_that_never_came_back_stops_below_100_percent(
 
 def test_percentiles_over_time_per_interval():
     rec = pd.DataFrame(
-        {"ts": T0 + np.r_[np.full(100, 5.0), np.full(100, 15.0)], "latency_ms": np.r_[1:201].astype(float)}
+        {"ts": T0 + np.r_[np.full(100, 5.0), np.full(100, 15.0)], "latency_ms": np.r_[1:201].astype(float), "n": 1}
     )
     rec.loc[199, "latency_ms"] = np.inf
     out = figures.latency_percentiles_over_time(rec, T0, 10.0)
@@ -137,8 +137,19 @@ def test_percentiles_over_time_per_interval():
     assert out.loc[0.0, "p95"] == quantile(rec["latency_ms"][:100], 0.95).value
 
 
+def test_percentiles_over_time_weigh_counted_rows_like_the_events_they_count():
+    """A row counting 3 events at 10 ms and one at 100 ms: the same percentiles as the four events one by one."""
+    counted = pd.DataFrame({"ts": T0 + 1.0, "latency_ms": [10.0, 100.0], "n": [3, 1]})
+    single = pd.DataFrame({"ts": T0 + 1.0, "latency_ms": [10.0, 10.0, 10.0, 100.0], "n": 1})
+    one = figures.latency_percentiles_over_time(counted, T0, 10.0)
+    other = figures.latency_percentiles_over_time(single, T0, 10.0)
+    pd.testing.assert_frame_equal(one, other)
+    assert one.loc[0.0, "p50"] == 10.0 and one.loc[0.0, "p99"] == 100.0 and one.loc[0.0, "n"] == 4
+
+
 def test_users_alive_from_first_to_last_event(run):
-    users = figures.users_over_time(run.events, T0, 10.0)
+    """Format 2 has no activity table: users are alive from their first event to their last."""
+    users = figures.users_over_time(run.activity, T0, 10.0)
     assert users.loc[0.0].sum() == 20  # 4 users in each of 5 roles, all connected at the start
     assert (users.loc[0.0:290.0, ["flapping", "heartbeat"]] == 4).all().all()  # busy all along
     assert users.loc[10.0, "conversation"] == 1  # only one of them had an event after the start

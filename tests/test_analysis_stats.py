@@ -120,7 +120,7 @@ def test_a_gap_planned_past_the_window_just_after_a_restart_is_not_a_session_the
         (100.9, "cut", "s4", "welcome", 1, "new:expired"),
         (100.9, "cut", "s4", "reconnect", 1, "new:expired"),
     ]
-    ev = pd.DataFrame(rows, columns=["ts", "user", "session", "kind", "ok", "detail"]).assign(worker="local")
+    ev = pd.DataFrame(rows, columns=["ts", "user", "session", "kind", "ok", "detail"]).assign(worker="local", n=1)
     out = comebacks(ev, at, horizon_s=30.0).set_index("user")
     assert list(out.index) == ["cut"]  # the planner is left out, the cut-off user is judged
     assert not out.loc["cut", "resumed"]

@@ -13,8 +13,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from tests import rundirs
 from tests.locustfiles.verdict_runs import MAY_ALSO_FAIL, SPECS, TARGET, analyse, assert_generator_fit, run_all
 
 pytestmark = pytest.mark.timeout(600)
@@ -109,13 +111,14 @@ def test_baseline_comparison_in_table_and_report(runs):
 
 def test_missing_events_make_event_verdicts_inconclusive(runs, tmp_path):
     run_dir = copy_of(runs, "clean", tmp_path)
-    (run_dir / "events.csv").unlink()
+    for table in ("events", "tallies"):
+        shutil.rmtree(run_dir / table)
     code, verdicts, out = judged(run_dir)
     assert code == EXIT_INCONCLUSIVE
-    assert "events.csv: missing" in out
+    assert "events: missing" in out and "tallies: missing" in out
     assert verdicts["reconnect-latency"]["status"] == "inconclusive"
     assert verdicts["harness-health"]["status"] == "inconclusive"
-    assert "events.csv" in verdicts["harness-health"]["summary"]
+    assert "events: missing" in verdicts["harness-health"]["summary"]
 
 
 def test_empty_samples_make_leak_inconclusive(runs, tmp_path):
@@ -127,25 +130,24 @@ def test_empty_samples_make_leak_inconclusive(runs, tmp_path):
     assert "samples.csv: empty" in verdicts["leak"]["summary"]
 
 
-def test_truncated_events_are_read_and_reported(runs, tmp_path):
+def test_a_crash_mid_batch_loses_only_that_batch_and_is_reported(runs, tmp_path):
     run_dir = copy_of(runs, "clean", tmp_path)
-    events = run_dir / "events.csv"
-    data = events.read_bytes()
-    events.write_bytes(data[: len(data) - 37])  # a crash mid-row
+    rundirs.crash(run_dir, "tallies")  # a live segment whose last batch a crash cut short
     code, verdicts, out = judged(run_dir)
     assert code == EXIT_INCONCLUSIVE  # harness health says the input was bad: never a pass
-    assert "events.csv: 1 malformed row(s) skipped" in out
+    assert "tallies: live-00000.arrows ends in a batch cut short" in out
     assert verdicts["delivery"]["status"] == "pass"  # what could be read was still judged
 
 
 def test_corrupt_events_and_meta_never_crash(runs, tmp_path):
     run_dir = copy_of(runs, "clean", tmp_path)
-    (run_dir / "events.csv").write_bytes(b"\x00\xff\xfe garbage \x00\n" * 50)
+    for part in (run_dir / "events").iterdir():
+        part.write_bytes(b"\x00\xff\xfe garbage \x00\n" * 50)
     (run_dir / "meta.json").write_text('{"run_id": "x", ')
     code, verdicts, out = judged(run_dir)
     assert code in (EXIT_INCONCLUSIVE, EXIT_FAIL)
     assert "meta.json: not valid JSON" in out
-    assert "events.csv" in out
+    assert "events: part-00000.parquet cannot be read" in out
     assert all(v["status"] != "pass" for n, v in verdicts.items() if n in ("reconnect-latency", "harness-health"))
 
 
@@ -160,9 +162,9 @@ def test_remote_backend_without_stats(runs, tmp_path):
 
 def test_run_with_no_reconnects(runs, tmp_path):
     run_dir = copy_of(runs, "no-reap", tmp_path)
-    events = run_dir / "events.csv"
-    lines = events.read_text().splitlines(keepends=True)
-    events.write_text("".join(line for line in lines if ",reconnect," not in line))
+    for table in ("events", "tallies"):
+        rows = rundirs.read(run_dir, table)
+        rundirs.rewrite(run_dir, table, rows[rows["kind"] != "reconnect"])
     _, verdicts, _ = judged(run_dir)
     assert verdicts["reconnect-latency"]["status"] == "inconclusive"
     assert verdicts["reconnect-latency"]["summary"] == "no reconnects in this run"
@@ -182,20 +184,17 @@ def test_a_restart_the_backend_did_not_come_back_from_fails_restart_naming_its_e
     assert "KeyError: 3" in verdicts["restart"]["summary"]
 
 
-def add_event_like_first_connect(run_dir: Path, user_class: str, **fields: str) -> None:
-    """Append to events.csv a copy of ``user_class``'s first connect event with ``fields`` changed."""
-    events = run_dir / "events.csv"
-    lines = events.read_text().splitlines(keepends=True)
-    row = next(line for line in lines if user_class in line and ",connect," in line).rstrip("\n").split(",")
-    columns = lines[0].strip().split(",")
-    event = dict(zip(columns, row, strict=True)) | fields
-    events.write_text("".join([*lines, ",".join(event[c] for c in columns) + "\n"]))
+def add_event_like_first_raw_row(run_dir: Path, user_class: str, **fields) -> None:
+    """Add to the raw events a copy of ``user_class``'s first raw row with ``fields`` changed (one event)."""
+    events = rundirs.read(run_dir)
+    row = events[events["user"].str.startswith(user_class)].iloc[[0]].assign(n=1, **fields)
+    rundirs.rewrite(run_dir, "events", pd.concat([events, row], ignore_index=True))
 
 
 def test_a_live_client_reaped_fails_zombie_even_without_zombie_users(runs, tmp_path):
     run_dir = copy_of(runs, "refresh-breaks", tmp_path)  # TokenRefreshUsers only: zombie is skipped
-    reaped = {"kind": "close", "ok": "1", "code": "4001", "reason": "idle_reaped", "detail": "reaped"}
-    add_event_like_first_connect(run_dir, "TokenRefreshUser", **reaped)
+    reaped = {"kind": "close", "ok": 1, "code": "4001", "reason": "idle_reaped", "detail": "reaped"}
+    add_event_like_first_raw_row(run_dir, "TokenRefreshUser", **reaped)
     _, verdicts, _ = judged(run_dir)
     assert verdicts["zombie"]["status"] == "fail"
     assert "1 live (heartbeating) client(s) reaped" in verdicts["zombie"]["summary"]
@@ -203,7 +202,7 @@ def test_a_live_client_reaped_fails_zombie_even_without_zombie_users(runs, tmp_p
 
 def test_an_unanswered_refresh_of_any_user_fails_refresh(runs, tmp_path):
     run_dir = copy_of(runs, "clean", tmp_path)
-    add_event_like_first_connect(run_dir, "HeartbeatUser", kind="refresh", ok="0", detail="no answer")
+    add_event_like_first_raw_row(run_dir, "HeartbeatUser", kind="refresh", ok=0, detail="no answer")
     _, verdicts, _ = judged(run_dir)
     assert verdicts["refresh"]["status"] == "fail"
     assert any("HeartbeatUser" in e["user"] for e in verdicts["refresh"]["evidence"])
@@ -274,7 +273,7 @@ def test_a_run_directory_of_format_1_is_refused_naming_its_version(tmp_path):
     (run_dir / "meta.json").write_text(json.dumps(meta))
     result = analyse(run_dir)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "run directory format 1; this analysis reads format 2" in result.stderr
+    assert "run directory format 1; this analysis reads formats 2, 3" in result.stderr
     assert not (run_dir / "verdicts.json").exists()
 
 

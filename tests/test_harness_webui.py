@@ -6,33 +6,20 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from analysis import thresholds
 from analysis.rundir import load
 from analysis.verdicts import judge_all
-from harness.live import RESERVOIR, WAITING, Live, Reservoir, SoFar
+from contract.histogram import RELATIVE_ERROR, bucket_of
+from harness.live import WAITING, Live, SoFar
 from tests.synthetic_run import write_run
 
 
 def _event(user, kind, ok=1, latency_ms=None, detail="", ts=0.0):
-    """A row of events.csv (format 2)."""
-    return (
-        ts,
-        "local",
-        user,
-        "flapping",
-        "s-" + user,
-        kind,
-        ok,
-        latency_ms,
-        "a1",
-        None,
-        "",
-        "",
-        detail,
-        None,
-        None,
-        "",
-    )
+    """A raw row (contract.events.STORED_EVENT_COLUMNS)."""
+    return (ts, "local", user, "flapping", "s-" + user, kind, ok, latency_ms, "a1", None, "", "", detail, None, None,
+            "", "", 1)  # fmt: skip
 
 
 def _sample(live: Live, ts: float, **stats) -> None:
@@ -47,32 +34,27 @@ def _sample(live: Live, ts: float, **stats) -> None:
     )
 
 
-def test_reservoir_is_bounded_and_counts_everything():
-    r = Reservoir(100)
-    for i in range(10_000):
-        r.add(float(i))
-    assert r.seen == 10_000 and len(r.values) == 100
-    assert max(r.values) > 5_000  # a sample of the whole stream, not its first 100
-
-
 def test_reconnect_figures_count_every_reconnect_a_give_up_as_infinite():
     live = Live(thresholds.load())
     rows = [_event(f"FlappingUser-1-{n}", "reconnect", latency_ms=5.0 + n, detail="resumed") for n in range(40)]
     rows += [_event("FlappingUser-1-6", "reconnect", ok=0, detail="gave up")]
     rows += [_event("FlappingUser-1-6", "reconnect", ok=0, detail="stopped by close code")]  # not a latency
-    live.observe_events(rows)
-    assert live.reconnects.seen == 41 and live.reconnect_quantile(0.5).value == 25.0
+    live.observe_events(rows, [])
+    assert live.reconnects.seen == 41 and live.reconnect_quantile(0.5).value == pytest.approx(25.0, rel=RELATIVE_ERROR)
     assert live.reconnect_quantile(1.0).value == float("inf")
     _sample(live, 1.0, duplicate_agents_total=2, max_agents_per_session=2)
     assert live.duplicates_by_pid == {7: 2.0} and live.max_agents_per_session == 2
 
 
-def test_reconnect_latencies_beyond_the_reservoir_are_sampled():
+def test_counted_reconnects_weigh_as_many_as_they_count_within_the_histogram_error():
+    """A tally row of 1,000 reconnects in one bucket and 10 raw ones: p50 is the tally's, within 0.4 %."""
     live = Live(thresholds.load())
-    live.observe_events(
-        [_event("FlappingUser-1-1", "reconnect", latency_ms=float(i % 100)) for i in range(RESERVOIR + 500)]
-    )
-    assert live.reconnects.seen == RESERVOIR + 500 and len(live.reconnects.values) == RESERVOIR
+    tally = (0.0, "local", "flapping", "reconnect", 1, "resumed", "", "flap_close", bucket_of(12.0), 1_000)
+    live.observe_events([_event("FlappingUser-1-1", "reconnect", latency_ms=900.0) for _ in range(10)], [tally])
+    p50, p99 = live.reconnect_quantile(0.5), live.reconnect_quantile(0.999)
+    assert live.reconnects.seen == 1_010 and live.events == 1_010
+    assert abs(p50.value - 12.0) <= 12.0 * RELATIVE_ERROR and p50.error == RELATIVE_ERROR
+    assert abs(p99.value - 900.0) <= 900.0 * RELATIVE_ERROR
 
 
 def test_reconnects_through_a_restart_are_left_to_the_restart_verdict():
@@ -81,9 +63,10 @@ def test_reconnects_through_a_restart_are_left_to_the_restart_verdict():
         [
             _event("FlappingUser-1-1", "reconnect", latency_ms=3000.0, ts=104.0),  # in the storm: not judged here
             _event("FlappingUser-1-1", "reconnect", latency_ms=20.0, ts=120.0),
-        ]
+        ],
+        [],
     )
-    assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == 20.0
+    assert live.reconnects.seen == 1 and live.reconnect_quantile(0.5).value == pytest.approx(20.0, rel=RELATIVE_ERROR)
 
 
 # -- the verdicts so far: the analysis itself on what is recorded --------------------------------

@@ -91,6 +91,8 @@ class FlappingUser(AgentUser):
         return self.come_back(self.now(), planned=True)
 
     def jittered(self, ms: float) -> float:
-        """``ms`` +/- the jitter fraction, in seconds."""
+        """``ms`` +/- the jitter fraction, in seconds (no random draw when there is no jitter: two per cycle)."""
         jitter = self.settings.flap_jitter
+        if not jitter:
+            return max(0.0, ms) / 1000
         return max(0.0, ms * (1 + random.uniform(-jitter, jitter))) / 1000
