@@ -271,9 +271,7 @@ def latency_cdfs(reconnects: pd.DataFrame, points: int = 400) -> dict[str, pd.Da
     """Reconnect latency CDFs: every reconnect, then one per cause of the gap (brief, planned, unplanned ...)."""
     if not reconnects["n"].sum():
         return {}
-    by_cause = {
-        str(cause): latency_cdf(g["latency_ms"], points, g["n"]) for cause, g in reconnects.groupby("cause")
-    }
+    by_cause = {str(cause): latency_cdf(g["latency_ms"], points, g["n"]) for cause, g in reconnects.groupby("cause")}
     return {"all": latency_cdf(reconnects["latency_ms"], points, reconnects["n"]), **by_cause}
 
 

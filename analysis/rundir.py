@@ -279,7 +279,11 @@ def bins_for(meta: dict, samples: pd.DataFrame, raw: pd.DataFrame, in_progress: 
     starts = meta.get("test_starts_utc") or []
     stops = meta.get("test_stops_utc") or []
     t0 = float(min(starts)) if starts else float(raw["ts"].min()) if len(raw) else 0.0
-    end = time.time() if in_progress or not stops else float(max(stops)) + float((meta.get("drain") or {}).get("seconds") or 0)
+    end = (
+        time.time()
+        if in_progress or not stops
+        else float(max(stops)) + float((meta.get("drain") or {}).get("seconds") or 0)
+    )
     step = max(interval, float(np.ceil(max(end - t0, 0.0) / MAX_BINS / interval)) * interval)
     windows = [
         (float(r["ts"]), float(r.get("ready_ts") or r["ts"]))

@@ -72,8 +72,9 @@ class ChunkedTable:
         if self._closed or not self._pending:
             return
         rows, self._pending = self._pending, []
+        columns = zip(*rows, strict=True)  # rows -> columns: every row has every field
         batch = pa.RecordBatch.from_arrays(
-            [pa.array(column, type=field.type) for column, field in zip(zip(*rows), self.schema, strict=True)],
+            [pa.array(column, type=field.type) for column, field in zip(columns, self.schema, strict=True)],
             schema=self.schema,
         )
         if self._writer is None:

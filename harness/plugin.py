@@ -44,8 +44,8 @@ from .embedded import EmbeddedBackend
 from .mqtt_sys import FIELDS as SYS_FIELDS
 from .mqtt_sys import SysTopics
 from .recorder import RESTART_RAW_AFTER_S, RESTART_RAW_MAX_S, LocalRecorder, MasterRecorder, Tables, WorkerRecorder
-from .tally import RING_S
 from .rundir import CsvSink, RunDir
+from .tally import RING_S
 from .telemetry import REPORT_KEY, SAMPLE_COLUMNS, Telemetry, own_process_facts
 
 logger = logging.getLogger(__name__)

@@ -120,7 +120,9 @@ class Tables:
 
 def _recording_options(environment) -> tuple[float, int]:
     opts = environment.parsed_options
-    return (getattr(opts, "record_interval", None) or INTERVAL_S), (getattr(opts, "record_buffer_max", None) or BUFFER_MAX)
+    return (getattr(opts, "record_interval", None) or INTERVAL_S), (
+        getattr(opts, "record_buffer_max", None) or BUFFER_MAX
+    )
 
 
 def _activity(environment, interval: float, worker: str = "") -> list[tuple]:

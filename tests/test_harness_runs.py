@@ -12,6 +12,7 @@ from tests.locustfiles.harness_runs import (
     check_event_accounting,
     check_events,
     check_exports,
+    events_on_disk,
     free_port,
     locust_running,
     meta,
@@ -91,8 +92,7 @@ def test_sigterm_to_master_mid_run_closes_the_run_directory(tmp_path):
         "--headless", "-u", "6", "-r", "6", "--run-time", "60", "--processes", "2", "--run-dir", str(root), log=log
     ) as proc:
         run = wait_for(lambda: (root / "latest").exists() and (root / "latest").resolve(), 20, "the run directory")
-        events = run / "events.csv"
-        wait_for(lambda: events.exists() and events.stat().st_size > 20_000, 20, "events on disk")
+        wait_for(lambda: events_on_disk(run) > 20_000, 20, "events on disk")
         stop(proc)
     m = meta(run)
     assert m["complete"] and m["end_utc"] and m["exit_reason"].startswith("interrupted")
@@ -181,8 +181,8 @@ def test_master_killed_mid_run_the_worker_logs_what_it_could_not_deliver(tmp_pat
     wlog = tmp_path / "worker.log"
     worker = start_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port), log=wlog)
     try:
-        wait_for(lambda: (root / "latest" / "events.csv").exists(), 20, "the run directory")
-        wait_for(lambda: (root / "latest" / "events.csv").stat().st_size > 5_000, 20, "events on disk")
+        wait_for(lambda: (root / "latest" / "events").exists(), 20, "the run directory")
+        wait_for(lambda: events_on_disk(root / "latest") > 5_000, 20, "events on disk")
         time.sleep(3)  # a few heartbeats after the first batches, so some are known to have arrived
         os.killpg(master.pid, signal.SIGKILL)
         master.wait(10)

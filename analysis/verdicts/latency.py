@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 
 from contract.events import Detail, Kind
-
-from ..rundir import Run
 from contract.histogram import RELATIVE_ERROR
 
+from ..rundir import Run
 from ..stats import Quantile, min_samples_for_upper_bound, quantile
 from .base import MAX_EVIDENCE, Status, Verdict, evidence_rows, inconclusive
 from .causes import BRIEF_GAPS, UNPLANNED, restart_windows
@@ -72,7 +71,9 @@ def percentiles(frame: pd.DataFrame | pd.Series, confidence: float) -> dict[str,
     return {f"p{round(p * 100)}": quantile_of(frame, p, confidence) for p in (0.5, 0.95, 0.99)}
 
 
-def judge_p99(frame: pd.DataFrame | pd.Series, limit: float, confidence: float, set_aside: int = 0) -> tuple[Status, Quantile, str]:
+def judge_p99(
+    frame: pd.DataFrame | pd.Series, limit: float, confidence: float, set_aside: int = 0
+) -> tuple[Status, Quantile, str]:
     """Pass when the upper bound of p99 is within ``limit``; fail when even its lower bound exceeds it.
 
     ``frame``: latencies with their weights (``latency_ms``, ``n``, ``span_s``). Latencies counted in

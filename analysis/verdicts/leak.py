@@ -296,7 +296,9 @@ def _after_drain(run: Run, series: pd.DataFrame, start: float, end: float, th: d
     last = drained.iloc[-1]
     ev = run.events
     life = series.loc[series["pid"].eq(last_pid), "ts"]
-    cycles = int(ev.loc[(ev["kind"] == Kind.DISCONNECT) & (ev["ts"] >= (life.iloc[0] if len(life) else start)), "n"].sum())
+    cycles = int(
+        ev.loc[(ev["kind"] == Kind.DISCONNECT) & (ev["ts"] >= (life.iloc[0] if len(life) else start)), "n"].sum()
+    )
     held_rss = float(settled["rss_bytes"].median() - base["rss_bytes"])
     own = series["pid"].eq(last_pid) | series["pid"].isna()
     headroom = _heap_headroom(series[own & (series["ts"] >= start)], start, end, th)
