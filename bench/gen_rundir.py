@@ -51,13 +51,14 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Every event a row of events.csv: the run directory format 2, which the analysis still reads.
+FORMAT_WRITTEN = 2
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agentws.protocol import DEFAULT_HB_INTERVAL_MS, DEFAULT_RESUME_WINDOW_S, IDLE_TIMEOUT_FACTOR, Close  # noqa: E402
 from contract.events import (  # noqa: E402
     EVENT_COLUMNS,
-    FORMAT,
     SAMPLE_COLUMNS,
     CloseReason,
     Detail,
@@ -862,7 +863,7 @@ def write_meta(out: Path, args, run: Run, times: dict, pids: dict, rows: dict) -
     counts = np.bincount(run.user_class, minlength=len(CLASSES))
     meta = {
         "run_id": run_id,
-        "format": FORMAT,
+        "format": FORMAT_WRITTEN,
         "complete": True,
         "start_utc": utc(times["start"]),
         "scenario": "soak",

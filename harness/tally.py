@@ -115,6 +115,8 @@ class Tally:
         for e, gap in self.ring:
             if e[0] >= since:
                 self._keep(e, gap, 0)
+                if self._gone.get(e[2]) is e:
+                    self._gone_kept.add(e[2])  # the user's last disconnect is a row now: not kept twice
         self.ring.clear()
 
     # -- handing over -------------------------------------------------------------------
