@@ -7,8 +7,11 @@ import re
 import signal
 import time
 
+from analysis.rundir import load
 from harness.recorder import MASTER_SILENT_S
+from tests import rundirs
 from tests.locustfiles.harness_runs import (
+    EVENTS_PER_TASK,
     check_event_accounting,
     check_events,
     check_exports,
@@ -159,6 +162,29 @@ def test_worker_buffer_overflow_is_counted_not_dropped(tmp_path):
     rec = check_event_accounting(run)
     assert rec["events_undelivered"] > 0
     assert all(t["undelivered"] > 0 and t["received"] > 0 for t in rec["per_worker"].values()), rec
+
+
+def test_routine_events_are_counted_per_interval_and_every_one_is_accounted_for(tmp_path, monkeypatch):
+    """Heartbeats that are routine leave no row each: the workers count them per second and latency bucket, and
+    the counts add up to what Locust saw, exactly; what stays row by row is each minute's slowest (n = 0)."""
+    monkeypatch.setenv("HARNESS_TEST_ROUTINE", "1")
+    root = tmp_path / "runs"
+    log = tmp_path / "locust.log"
+    code = run_locust(
+        "--headless", "-u", "4", "-r", "4", "--run-time", "4", "--processes", "2", "--run-dir", str(root), log=log
+    )  # fmt: skip
+    assert code == 0, log.read_text()[-3000:]
+    run = only_run(root)
+    rec = check_event_accounting(run)
+    raw, tallies = rundirs.read(run), rundirs.read(run, "tallies")
+    beats = tallies[tallies["kind"] == "hb_rtt"]
+    stats = {r["Name"]: r for r in read_csv(run / "locust_stats.csv")}
+    assert beats["count"].sum() == int(stats["burst"]["Request Count"]) * EVENTS_PER_TASK > 0
+    assert len(tallies) * 10 < beats["count"].sum()  # far fewer rows than events
+    assert set(raw.loc[raw["kind"] == "hb_rtt", "n"]) == {0}  # the slowest, kept as evidence, counted once
+    assert rec["events_undelivered"] == 0
+    ev = load(run).events
+    assert ev.loc[ev["kind"] == "hb_rtt", "n"].sum() == beats["count"].sum()
 
 
 def test_record_buffer_max_is_validated(tmp_path):

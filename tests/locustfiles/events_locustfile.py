@@ -18,6 +18,9 @@ from users.recording import emit
 
 EVENTS_PER_TASK = int(os.environ.get("HARNESS_TEST_EVENTS_PER_TASK", "10"))
 WAIT_S = float(os.environ.get("HARNESS_TEST_WAIT_S", "0.05"))
+#: "1": the heartbeats are routine (contract.events.ROUTINE: counted per interval, not kept row by row);
+#: otherwise each is a raw row (an unusual detail), so a test can read every one back.
+ROUTINE = os.environ.get("HARNESS_TEST_ROUTINE") == "1"
 
 
 @events.init_command_line_parser.add_listener
@@ -41,7 +44,10 @@ class EventUser(User):
     def burst(self) -> None:
         for _ in range(EVENTS_PER_TASK):
             self.seq += 1
-            emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.5, seq=self.seq, detail="test")
+            if ROUTINE:
+                emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.0 + self.seq % 5, seq=self.seq)
+            else:
+                emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.5, seq=self.seq, detail="test")
         self.environment.events.request.fire(
             request_type="EMIT",
             name="burst",
