@@ -12,15 +12,26 @@ import uuid
 from locust import User, constant, events, task
 
 import harness  # noqa: F401  (the plugin under test)
-from contract.events import Kind
+from contract.events import Detail, Kind
 from tests.locustfiles.harness_runs import secret_digest
 from users.recording import emit
 
 EVENTS_PER_TASK = int(os.environ.get("HARNESS_TEST_EVENTS_PER_TASK", "10"))
 WAIT_S = float(os.environ.get("HARNESS_TEST_WAIT_S", "0.05"))
 #: "1": the heartbeats are routine (contract.events.ROUTINE: counted per interval, not kept row by row);
-#: otherwise each is a raw row (an unusual detail), so a test can read every one back.
-ROUTINE = os.environ.get("HARNESS_TEST_ROUTINE") == "1"
+#: "mix": a flapping user's routine cycle (connect, welcome, replay, disconnect, reconnect) and a heartbeat,
+#: each burst (the recording benchmark's mix); otherwise each is a raw row (an unusual detail), so a test can
+#: read every one back.
+ROUTINE = os.environ.get("HARNESS_TEST_ROUTINE", "")
+#: (kind, detail, latency or None) of the routine mix, in turn
+MIX = (
+    (Kind.CONNECT, "", 1.2),
+    (Kind.WELCOME, Detail.RESUMED, None),
+    (Kind.REPLAY, "", None),
+    (Kind.DISCONNECT, Detail.FLAP_CLOSE, None),
+    (Kind.RECONNECT, Detail.RESUMED, 14.0),
+    (Kind.HB_RTT, "", 2.0),
+)
 
 
 @events.init_command_line_parser.add_listener
@@ -44,7 +55,11 @@ class EventUser(User):
     def burst(self) -> None:
         for _ in range(EVENTS_PER_TASK):
             self.seq += 1
-            if ROUTINE:
+            if ROUTINE == "mix":
+                kind, detail, latency = MIX[self.seq % len(MIX)]
+                ms = latency and latency + self.seq % 7
+                emit(self.environment, kind, user=self.uid, role="flapping", latency_ms=ms, detail=detail)
+            elif ROUTINE:
                 emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.0 + self.seq % 5, seq=self.seq)
             else:
                 emit(self.environment, Kind.HB_RTT, user=self.uid, latency_ms=1.5, seq=self.seq, detail="test")
