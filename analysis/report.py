@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from contract.histogram import RELATIVE_ERROR
+
 from . import charts, figures
 from . import thresholds as thresholds_module
 from .figures import Timeline
@@ -409,7 +411,10 @@ def _events_text(meta: dict, run: Run) -> str:
     raw = int((run.events["span_s"] == 0).sum())
     text = f"{run.counted:,} read"
     if raw != len(run.events):
-        text += f" ({raw:,} kept row by row, the rest counted per interval with latency histograms)"
+        text += (
+            f" ({raw:,} kept row by row, the rest counted per interval with latency histograms: "
+            f"percentiles within {RELATIVE_ERROR:.1%})"
+        )
     if rec.get("enabled") is False:
         return text + " (recording was off: --no-record)"
     if rec.get("events_undelivered"):

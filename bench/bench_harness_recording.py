@@ -177,7 +177,7 @@ def main() -> None:
           f"{1e6 * (on - off) / window / rate:.1f} us per event" if rate else "")  # fmt: skip
     print(
         f"master CPU              : {100 * master_on / window:.1f} % recording, {100 * master_off / window:.1f} % off"
-    )  # noqa: E501
+    )
     print(f"master kept up          : {all(t.kept_up for t in trials)} (every event arrived, none undelivered)")
 
 

@@ -191,6 +191,7 @@ class LocalRecorder(_Handover):
         self.tables.events.write_many(raw)
         self.tables.tallies.write_many(tallies)
         self.tables.activity.write_many(activity)
+        self.tables.flush()  # on disk as soon as handed over: a crash loses at most the interval being counted
         self.received += len(raw)
         for observe in self.observers:
             observe(raw, tallies)
