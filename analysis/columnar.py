@@ -34,6 +34,12 @@ def pieces(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def last_write(directory: Path) -> float | None:
+    """When the table was last written to (its newest piece's modification time), None without a table."""
+    times = [p.stat().st_mtime for p in pieces(directory)] if directory.is_dir() else []
+    return max(times, default=None)
+
+
 def batches(directory: Path, columns: list[str] | None, problems: list[str]) -> Iterator[pa.RecordBatch]:
     """Every record batch of the table (only ``columns``, if given); what cannot be read is named in ``problems``."""
     if not directory.is_dir():

@@ -246,7 +246,7 @@ def _read_tables(
             problems.append(Problem(name, "missing"))
     raw = columnar.frame(path / "events", STORED_EVENT_COLUMNS, found.setdefault("events", []))
     raw = raw.assign(span_s=0.0)
-    binning = bins_for(meta, samples, raw, in_progress)
+    binning = bins_for(meta, samples, raw, time.time() if in_progress else columnar.last_write(path / "tallies"))
     counted = _tallies_as_events(path / "tallies", binning, found.setdefault("tallies", []))
     events = _clean_events(pd.concat([_as_text(raw), counted], ignore_index=True))
     activity = columnar.frame(path / "activity", ACTIVITY_COLUMNS, found.setdefault("activity", []))
@@ -274,18 +274,21 @@ class Binning:
         return np.where(inside, interval, coarse), np.where(inside, self.interval, self.step)
 
 
-def bins_for(meta: dict, samples: pd.DataFrame, raw: pd.DataFrame, in_progress: bool = False) -> Binning:
-    """Bins for the run's length (at most :data:`MAX_BINS`), fine around restarts and late stretches."""
+def bins_for(meta: dict, samples: pd.DataFrame, raw: pd.DataFrame, last_write: float | None = None) -> Binning:
+    """Bins for the run's length (at most :data:`MAX_BINS`), fine around restarts and late stretches.
+
+    The run spans its first test start to its last stop and drain; a run cut off (or still going) ends at
+    ``last_write``, when its tables were last written. Without a test start, a run has no length to bin by:
+    every interval is its own bin."""
     interval = float((meta.get("options") or {}).get("record_interval") or 1.0)
     starts = meta.get("test_starts_utc") or []
     stops = meta.get("test_stops_utc") or []
-    t0 = float(min(starts)) if starts else float(raw["ts"].min()) if len(raw) else 0.0
-    end = (
-        time.time()
-        if in_progress or not stops
-        else float(max(stops)) + float((meta.get("drain") or {}).get("seconds") or 0)
-    )
-    step = max(interval, float(np.ceil(max(end - t0, 0.0) / MAX_BINS / interval)) * interval)
+    drain = float((meta.get("drain") or {}).get("seconds") or 0)
+    t0 = float(min(starts)) if starts else float("nan")
+    end = float(max(stops)) + drain if stops and max(stops) >= t0 else (last_write or float("nan"))
+    length = end - t0 if np.isfinite(end - t0) else 0.0
+    t0 = t0 if np.isfinite(t0) else 0.0
+    step = max(interval, float(np.ceil(max(length, 0.0) / MAX_BINS / interval)) * interval)
     windows = [
         (float(r["ts"]), float(r.get("ready_ts") or r["ts"]))
         for r in (meta.get("backend") or {}).get("restarts") or []
