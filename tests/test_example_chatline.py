@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.events import CloseReason, Detail, Kind
+from contract.events import FORMAT, CloseReason, Detail, Kind
 from examples.chatline.adapter import Chatline
 from tests.locustfiles.harness_runs import ROOT, only_run, start_locust
 from tests.locustfiles.verdict_runs import assert_generator_fit
@@ -83,7 +83,7 @@ def judged_run(tmp_path: Path, *server_args: str) -> tuple[Path, dict[str, dict]
     run = only_run(tmp_path / "runs")
     meta = json.loads((run / "meta.json").read_text())
     assert meta["protocol"]["name"] == "chatline" and meta["target"] == "chatline", meta.get("protocol")
-    assert meta["format"] == 2 and meta["backend"]["target"] == "chatline", meta["backend"]
+    assert meta["format"] == FORMAT and meta["backend"]["target"] == "chatline", meta["backend"]
     return run, {v["name"]: v for v in json.loads((run / "verdicts.json").read_text())["verdicts"]}
 
 
