@@ -31,92 +31,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from _common import banner  # noqa: E402
+from _common import (  # noqa: E402
+    ANALYSIS_CODES,
+    GiB,
+    Measured,
+    banner,
+    check_outputs,
+    gib,
+    has_main,
+    measure,
+    run_analysis,
+    verdict_summary,
+)
 
-GiB = 1 << 30
 BUDGET_S, BUDGET_RSS = 30.0, 2 * GiB
-ANALYSIS_CODES = {0: "pass", 1: "fail", 3: "inconclusive"}  #: the analysis's exit codes; anything else crashed
-OUTPUTS = ("verdicts.json", "report.html")
-POLL_S = 0.05
 STRING_COLUMNS = ("worker", "user", "session", "kind", "agent", "code", "detail")
 SIZED = ("events.csv", "samples.csv", "server_stats.csv", "locust_stats_history.csv")
 READ_CSV = "import sys, pandas as pd; pd.read_csv(sys.argv[1]{kw})"
-
-
-@dataclass
-class Measured:
-    code: int
-    wall_s: float
-    tree_peak: int  #: bytes: the sum over the process tree, sampled
-    maxrss: int  #: bytes: the kernel's peak of the largest single process
-    stderr: str
-
-    @property
-    def peak(self) -> int:
-        return max(self.tree_peak, self.maxrss)
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    """RSS of a process and all its descendants (those that vanish meanwhile count 0)."""
-    total = 0
-    try:
-        members = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for p in members:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def measure(args: list[str], timeout: float) -> Measured:
-    """Run one child to its end: wall time, sampled tree RSS peak, kernel ru_maxrss."""
-    with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        result: dict = {}
-
-        def reap() -> None:  # wait4 rather than Popen.wait: it returns this child's rusage
-            _, status, usage = os.wait4(proc.pid, 0)
-            result.update(end=time.perf_counter(), status=status, usage=usage)
-
-        waiter = threading.Thread(target=reap, daemon=True)
-        waiter.start()
-        watched, peak = psutil.Process(proc.pid), 0
-        while waiter.is_alive():
-            peak = max(peak, tree_rss(watched))
-            if time.perf_counter() - started > timeout:
-                proc.kill()
-            waiter.join(POLL_S)
-        proc.returncode = os.waitstatus_to_exitcode(result["status"])  # reaped by wait4: tell Popen
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    return Measured(proc.returncode, result["end"] - started, peak, result["usage"].ru_maxrss * 1024, stderr)
-
-
-def has_main(analyser: str) -> bool:
-    """Whether ``python -m ANALYSER`` can run, as the child sees it (cwd = repo root, same environment)."""
-    probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({analyser + '.__main__'!r}) else 1)"
-    return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True).returncode == 0
 
 
 def prepare_run_dir(a) -> tuple[Path, Path | None]:
@@ -146,39 +87,6 @@ def describe(run_dir: Path) -> None:
     files = [run_dir / name for name in SIZED if (run_dir / name).exists()]
     sizes = ", ".join(f"{p.name} {p.stat().st_size / (1 << 20):.0f} MiB" for p in files)
     print(f"   {hours:.1f} h, {rows.get('events', 0):,} events, {rows.get('samples', 0):,} samples, {sizes}")
-
-
-def gib(n: int) -> str:
-    return f"{n / GiB:.2f} GiB"
-
-
-def run_analysis(run_dir: Path, analyser: str, timeout: float) -> Measured:
-    for name in OUTPUTS:
-        (run_dir / name).unlink(missing_ok=True)
-    return measure([sys.executable, "-m", analyser, str(run_dir)], timeout)
-
-
-def check_outputs(run_dir: Path, m: Measured) -> str:
-    """'' when the run produced what it must, else why not."""
-    if m.code not in ANALYSIS_CODES:
-        return f"exit code {m.code}"
-    missing = [name for name in OUTPUTS if not (run_dir / name).is_file()]
-    if missing:
-        return f"exit code {m.code} but no {' / '.join(missing)}"
-    try:
-        json.loads((run_dir / "verdicts.json").read_text())
-    except ValueError as e:
-        return f"verdicts.json is not JSON: {e}"
-    return ""
-
-
-def verdict_summary(run_dir: Path) -> str:
-    """``name: status`` of each verdict, whatever the exact shape (a list, or a dict holding one)."""
-    data = json.loads((run_dir / "verdicts.json").read_text())
-    items = data.get("verdicts", data) if isinstance(data, dict) else data
-    if isinstance(items, dict):
-        items = [{"name": k, **v} if isinstance(v, dict) else {"name": k, "status": v} for k, v in items.items()]
-    return ", ".join(f"{v.get('name', '?')}: {v.get('status', '?')}" for v in items if isinstance(v, dict))
 
 
 def floor(run_dir: Path, timeout: float) -> None:

@@ -974,18 +974,29 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.users < 20 or args.events < 4 * args.users:
         ap.error("need --users >= 20 and --events >= 4 x --users")
-    out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        ap.error(f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_dir(ap, args.out)
     began = time.perf_counter()
     steps = generate(out, args)
     print(f"{out}: {args.hours:g} h, {args.events:,} events, {args.users:,} users, seed {args.seed}")
-    for name, seconds in steps.items():
-        print(f"  {name:<32} {seconds:6.1f} s")
-    print(f"  {'total':<32} {time.perf_counter() - began:6.1f} s")
+    print_steps(out, steps, began)
+
+
+def fresh_dir(ap: argparse.ArgumentParser, out: Path) -> Path:
+    """The run directory to write: created, refused if it holds anything."""
+    if out.exists() and any(out.iterdir()):
+        ap.error(f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def print_steps(out: Path, steps: dict, began: float) -> None:
+    """Seconds per step (or a count), the total, and the size of each file or table folder written."""
+    for name, value in steps.items():
+        print(f"  {name:<40} {value:8.1f} s" if isinstance(value, float) else f"  {name:<40} {value:>12,}")
+    print(f"  {'total':<40} {time.perf_counter() - began:8.1f} s")
     for path in sorted(out.iterdir()):
-        print(f"  {path.name:<32} {path.stat().st_size / MiB:9.1f} MiB")
+        size = sum(p.stat().st_size for p in path.iterdir()) if path.is_dir() else path.stat().st_size
+        print(f"  {path.name:<40} {size / MiB:9.1f} MiB")
 
 
 if __name__ == "__main__":
