@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from contract.events import (
     ACTIVITY_COLUMNS,
@@ -28,14 +29,11 @@ from contract.events import (
     SAMPLE_COLUMNS,
     SAMPLE_COLUMNS_ADDED,
     STORED_EVENT_COLUMNS,
-    TALLY_COLUMNS,
-    TALLY_KEY,
-    CloseReason,
     Kind,
 )
-from contract.histogram import midpoint
 
 from . import columnar
+from .tallies import bins_for, counted_events
 
 #: Event columns read as categories: few distinct values, millions of rows.
 _EVENT_DTYPES = {
@@ -61,13 +59,7 @@ _EVENT_TEXT = ("worker", "user", "role", "session", "kind", "agent", "code", "re
 #: The events frame the verdicts read: every stored column, and ``span_s``: how long a row of counted
 #: events covers from its ``ts`` (0 for a raw row, the bin's length for counts read from the tallies).
 FRAME_COLUMNS = (*STORED_EVENT_COLUMNS, "span_s")
-#: A long run's tallies are read in at most this many bins (a day: 60 s bins), except near what the verdicts
-#: look at second by second (restarts, stretches where the generator was late): memory bounded whatever the length.
-MAX_BINS = 1_440
-#: Around a restart or a late stretch the tallies keep their own interval this far on either side.
-FINE_MARGIN_S = 70.0
-#: A Locust process this late (or later) has its tallies kept fine around it (below any sane lateness threshold).
-FINE_LAG_MS = 100.0
+
 _SAMPLE_DTYPES = {"source": "category"} | {c: "float64" for c in SAMPLE_COLUMNS if c != "source"}
 
 #: The samples.csv source of the machine's own rows.
@@ -247,8 +239,8 @@ def _read_tables(
     raw = columnar.frame(path / "events", STORED_EVENT_COLUMNS, found.setdefault("events", []))
     raw = raw.assign(span_s=0.0)
     binning = bins_for(meta, samples, raw, time.time() if in_progress else columnar.last_write(path / "tallies"))
-    counted = _tallies_as_events(path / "tallies", binning, found.setdefault("tallies", []))
-    events = _clean_events(pd.concat([_as_text(raw), counted], ignore_index=True))
+    counted = counted_events(path / "tallies", binning, FRAME_COLUMNS, found.setdefault("tallies", []))
+    events = _clean_events(_concat(_as_text(raw), counted))
     activity = columnar.frame(path / "activity", ACTIVITY_COLUMNS, found.setdefault("activity", []))
     activity = activity.groupby(["interval", "role"], observed=True)["users"].sum().reset_index()
     for name, messages in found.items():
@@ -257,122 +249,24 @@ def _read_tables(
     return events, activity
 
 
-class Binning:
-    """Which bin a tally interval goes in: ``step`` seconds from ``t0``, or its own inside ``fine`` windows."""
-
-    def __init__(self, t0: float, step: float, fine: np.ndarray, interval: float = 1.0) -> None:
-        self.t0, self.step, self.fine = t0, step, fine  #: fine: (k, 2) sorted, merged [start, end] windows
-        self.interval = interval  #: the tallies' own interval (``--record-interval``)
-
-    def of(self, interval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bin start, bin length) of each interval start: its own inside a fine window, else its step's."""
-        coarse = self.t0 + np.floor((interval - self.t0) / self.step) * self.step
-        if not len(self.fine):
-            return coarse, np.full(len(interval), self.step)
-        i = np.searchsorted(self.fine[:, 0], interval, side="right") - 1
-        inside = (i >= 0) & (interval <= self.fine[np.maximum(i, 0), 1])
-        return np.where(inside, interval, coarse), np.where(inside, self.interval, self.step)
-
-
-def bins_for(meta: dict, samples: pd.DataFrame, raw: pd.DataFrame, last_write: float | None = None) -> Binning:
-    """Bins for the run's length (at most :data:`MAX_BINS`), fine around restarts and late stretches.
-
-    The run spans its first test start to its last stop and drain; a run cut off (or still going) ends at
-    ``last_write``, when its tables were last written. Without a test start, a run has no length to bin by:
-    every interval is its own bin."""
-    interval = float((meta.get("options") or {}).get("record_interval") or 1.0)
-    starts = meta.get("test_starts_utc") or []
-    stops = meta.get("test_stops_utc") or []
-    drain = float((meta.get("drain") or {}).get("seconds") or 0)
-    t0 = float(min(starts)) if starts else float("nan")
-    end = float(max(stops)) + drain if stops and max(stops) >= t0 else (last_write or float("nan"))
-    length = end - t0 if np.isfinite(end - t0) else 0.0
-    t0 = t0 if np.isfinite(t0) else 0.0
-    step = max(interval, float(np.ceil(max(length, 0.0) / MAX_BINS / interval)) * interval)
-    windows = [
-        (float(r["ts"]), float(r.get("ready_ts") or r["ts"]))
-        for r in (meta.get("backend") or {}).get("restarts") or []
-        if "ts" in r
-    ]
-    closes = raw.loc[(raw["kind"] == Kind.CLOSE) & (raw["reason"] == CloseReason.RESTARTING), "ts"]
-    windows += [(t, t) for t in closes.to_numpy(dtype=float)]
-    if "loop_lag_ms" in samples:
-        late = samples[samples["loop_lag_ms"] >= FINE_LAG_MS]
-        since = late["loop_late_from"].fillna(late["ts"] - late["loop_lag_ms"] / 1000.0 - 1.0)
-        windows += list(zip(since.to_numpy(dtype=float), late["ts"].to_numpy(dtype=float), strict=True))
-    return Binning(t0, step, _merged_windows(windows, FINE_MARGIN_S + step), interval)
-
-
-def _merged_windows(windows: list[tuple[float, float]], margin: float) -> np.ndarray:
-    if not windows:
-        return np.empty((0, 2))
-    w = np.array(sorted((a - margin, b + margin) for a, b in windows))
-    merged = [w[0]]
-    for a, b in w[1:]:
-        if a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return np.array(merged, dtype=float)
-
-
-#: Rows of reduced tallies held before they are reduced again (bounds memory while reading).
-_REDUCE_AT = 2_000_000
-_BY = ["interval", "worker", *TALLY_KEY, "bucket"]
-
-
-def _tallies_as_events(directory: Path, binning: Binning, problems: list[str]) -> pd.DataFrame:
-    """The tallies as event rows: one per bin, worker, key and latency bucket, its ``n`` the events counted."""
-    held: list[pd.DataFrame] = []
-    size = 0
-    for batch in columnar.batches(directory, list(TALLY_COLUMNS), problems) if directory.is_dir() else ():
-        t = batch.to_pandas()
-        start, span = binning.of(t["interval"].to_numpy(dtype=float))
-        t["interval"], t["span_s"] = start, span
-        held.append(_reduce(t))
-        size += len(held[-1])
-        if size > _REDUCE_AT:
-            held = [_reduce(pd.concat(held, ignore_index=True))]
-            size = len(held[0])
-    if not held:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in FRAME_COLUMNS})
-    t = _reduce(pd.concat(held, ignore_index=True))
-    bucket = t["bucket"].to_numpy()
-    return pd.DataFrame(
-        {
-            "ts": t["interval"].to_numpy(dtype=float),
-            "worker": t["worker"],
-            "user": "",
-            "role": t["role"],
-            "session": "",
-            "kind": t["kind"],
-            "ok": t["ok"].astype("int8"),
-            "latency_ms": np.where(bucket >= 0, midpoint(np.maximum(bucket, 0)), np.nan),
-            "agent": "",
-            "seq": np.nan,
-            "code": "",
-            "reason": t["reason"],
-            "detail": t["detail"],
-            "idle_timeout_ms": np.nan,
-            "retry_after_ms": np.nan,
-            "note": "",
-            "gap": t["gap"],
-            "n": t["count"].to_numpy(dtype=np.int64),
-            "span_s": t["span_s"].to_numpy(dtype=float),
-        }
-    )
-
-
-def _reduce(t: pd.DataFrame) -> pd.DataFrame:
-    for c in _BY:
-        if t[c].dtype == object:
-            t[c] = t[c].astype("category")
-    return t.groupby([*_BY, "span_s"], observed=True, sort=False)["count"].sum().reset_index()
-
-
 def _as_text(raw: pd.DataFrame) -> pd.DataFrame:
-    """Raw rows as the counted ones are: categories to plain columns before the two are put together."""
+    """Raw rows as the counted ones are: ``n`` a count."""
     return raw.assign(n=raw["n"].astype(np.int64))
+
+
+def _concat(raw: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
+    """Raw and counted rows in one frame, text columns kept as categories (their categories united)."""
+    out = {}
+    for c in FRAME_COLUMNS:
+        a, b = raw[c], counted[c]
+        if c in _EVENT_TEXT:
+            a = a.astype(str).astype("category")  # the raw rows are few: their categories' type made the same
+            b = b.cat.set_categories(b.cat.categories.astype(str)) if isinstance(b.dtype, pd.CategoricalDtype) else b
+            b = b.astype("category")
+            out[c] = union_categoricals([a.array, b.array], ignore_order=True)
+        else:
+            out[c] = np.concatenate([a.to_numpy(), b.to_numpy()])
+    return pd.DataFrame(out)
 
 
 # -- format 2: every event a row ---------------------------------------------------------------

@@ -1126,7 +1126,9 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         choices=sorted(FAULTS),
-        help="plant a fault (repeatable): " + "; ".join(f"{k}: {v[0]} ({v[1]})" for k, v in FAULTS.items()),
+        # argparse formats help with %: a fault's text with a % in it is escaped
+        help="plant a fault (repeatable): "
+        + "; ".join(f"{k}: {v[0]} ({v[1]})" for k, v in FAULTS.items()).replace("%", "%%"),
     )
     ap.add_argument("--workers", type=int, default=4, help="Locust workers the users are spread over")
     ap.add_argument("--users-scale", type=float, default=1.0, help="scale every role's user count")
