@@ -49,13 +49,15 @@ def reference_backend():
 
 @dataclass
 class Run:
-    """One Locust process's run: its CPU seconds (user + system), completed cycles, failed requests."""
+    """One Locust process's run: its CPU seconds (user + system, and each), completed cycles, failed requests."""
 
     seconds: float
     cpu_s: float
     cycles: int
     failures: dict
     events: int = 0
+    user_s: float = 0.0
+    sys_s: float = 0.0
 
     @property
     def failed(self) -> int:
@@ -73,6 +75,19 @@ class PerCycle:
     def ms(self) -> float:
         extra = self.long.cycles - self.short.cycles
         return (self.long.cpu_s - self.short.cpu_s) / extra * 1000 if extra > 0 else float("nan")
+
+    @property
+    def user_ms(self) -> float:
+        """The user-mode part of :attr:`ms` (the interpreter: our code, gevent, Locust)."""
+        extra = self.long.cycles - self.short.cycles
+        return (self.long.user_s - self.short.user_s) / extra * 1000 if extra > 0 else float("nan")
+
+    @property
+    def sys_ms(self) -> float:
+        """The kernel's part of :attr:`ms` (system calls; on loopback also the receiving side's TCP work that
+        the kernel does in the sender's context)."""
+        extra = self.long.cycles - self.short.cycles
+        return (self.long.sys_s - self.short.sys_s) / extra * 1000 if extra > 0 else float("nan")
 
     @property
     def extra_cycles(self) -> int:
@@ -105,11 +120,11 @@ def locust_run(
             args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=pin_to_load_cpu if pinned() else None,
         )  # fmt: skip
-        cpu_s = wait_cpu_s(proc)
+        user_s, sys_s = wait_cpu(proc)
         if not out.exists():
             raise RuntimeError(f"the Locust child wrote no figures (exit code {proc.returncode})")
         figures = json.loads(out.read_text())
-    return Run(seconds, cpu_s, figures["cycles"], figures["failures"], figures["events"])
+    return Run(seconds, user_s + sys_s, figures["cycles"], figures["failures"], figures["events"], user_s, sys_s)
 
 
 def pin_to_load_cpu() -> None:
@@ -119,6 +134,11 @@ def pin_to_load_cpu() -> None:
 
 def wait_cpu_s(proc: subprocess.Popen) -> float:
     """Wait for the child to exit; its CPU seconds (user + system: its threads, and children it waited for)."""
+    return sum(wait_cpu(proc))
+
+
+def wait_cpu(proc: subprocess.Popen) -> tuple[float, float]:
+    """Wait for the child to exit; its user and its system CPU seconds (its threads, children it waited for)."""
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:
@@ -126,7 +146,7 @@ def wait_cpu_s(proc: subprocess.Popen) -> float:
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def cpu_per_cycle(host: str, short_s: int = SHORT_S, long_s: int = LONG_S, **kw) -> PerCycle:

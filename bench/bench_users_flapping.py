@@ -73,9 +73,10 @@ def locust_flapping_ms(host: str, seconds: float) -> tuple[float, int, int]:
 
 def locust_process_ms(rounds: int, short_s: int, long_s: int, compare_with: Path | None) -> dict[str, float]:
     """Issue 16's figure: CPU per cycle of a whole Locust process (bench/_flapping.py), the median of
-    ``rounds``; with ``compare_with`` that checkout's users too, each round running both in turn."""
+    ``rounds`` (user and system CPU beside it); with ``compare_with`` that checkout's users too, each round
+    running both in turn."""
     trees = {"this tree": _flapping.ROOT, **({f"{compare_with}": compare_with} if compare_with else {})}
-    figures: dict[str, list[float]] = {name: [] for name in trees}
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     print(
         f"\nwhole Locust process: {_flapping.USERS} FlappingUsers, {_flapping.CONNECTED_MS:.0f} ms connected / "
         f"{_flapping.AWAY_MS:.0f} ms away, new session each cycle; CPU ({long_s} s - {short_s} s run) / extra cycles"
@@ -84,15 +85,21 @@ def locust_process_ms(rounds: int, short_s: int, long_s: int, compare_with: Path
         for i in range(rounds):
             for name, root in trees.items():
                 per = _flapping.cpu_per_cycle(stub.url, short_s, long_s, root=root)
-                figures[name].append(per.ms)
+                figures[name].append((per.ms, per.user_ms, per.sys_ms))
                 failed = per.short.failed + per.long.failed
                 print(
-                    f"  round {i + 1} {name:30s} {per.ms:7.3f} ms   ({per.extra_cycles} extra cycles, "
-                    f"{per.long.cpu_s - per.short.cpu_s:.2f} s CPU, {failed} failures)"
+                    f"  round {i + 1} {name:30s} {per.ms:7.3f} ms (user {per.user_ms:.3f}, system {per.sys_ms:.3f})"
+                    f"   ({per.extra_cycles} extra cycles, {per.long.cpu_s - per.short.cpu_s:.2f} s CPU, "
+                    f"{failed} failures)"
                 )
-    medians = {name: statistics.median(values) for name, values in figures.items()}
-    for name, ms in medians.items():
-        print(f"  median of {rounds}: {name:30s} {ms:7.3f} ms per cycle")
+    medians = {}
+    for name, values in figures.items():
+        total, user, system = (statistics.median(column) for column in zip(*values, strict=True))
+        medians[name] = total
+        print(
+            f"  median of {rounds}: {name:30s} {total:7.3f} ms per cycle (user {user:.3f}, system {system:.3f}; "
+            "each column's own median)"
+        )
     return medians
 
 

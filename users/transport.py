@@ -6,18 +6,31 @@ The caller's greenlet does the reading (:meth:`WebSocket.recv` with a
 timeout); nothing here spawns a greenlet, so nothing outlives the socket.
 ``wss`` uses one :class:`ssl.SSLContext` per process (:func:`shared_ssl_context`):
 building a context per connection costs more CPU than the handshake itself.
+
+A ``ws`` connection is a non-blocking stdlib socket waited on through gevent's hub (:class:`_Plain`), not a
+gevent socket: a gevent socket arms a ``Timeout`` for every read that waits and raises it through the hub
+when the time passes, connects in four system calls, and makes an ioctl and two watchers per socket. The
+flapping cycle (issue 16) waits four times per connection; here a wait is two watchers and a switch, a
+timed-out read returns None without an exception, a connect is one ``connect`` (and a ``getsockopt`` when
+it had to wait). ``wss`` keeps gevent's SSL socket (:class:`_Tls`), the same interface.
 """
 
 from __future__ import annotations
 
+import _socket  # the C module: Locust's monkey-patching replaces socket.socket, never this
 import socket as _stdlib_socket
+from errno import EALREADY, EINPROGRESS, EWOULDBLOCK
 from functools import cache, lru_cache
 from ipaddress import ip_address
+from os import strerror
 from time import monotonic
 from urllib.parse import urlsplit
 
+from gevent import get_hub, getcurrent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
+from gevent._socketcommon import cancel_wait_ex
+from gevent.exceptions import InvalidSwitchError
 
 from .frames import (
     OP_BINARY,
@@ -81,8 +94,8 @@ def _target(url: str) -> tuple[str, int, str, str, bool, int | None] | None:
 
 
 def _connect(hostname: str, port: int, family: int | None, timeout: float, source: str | None = None):
-    """TCP connect (from ``source``, an address of this host, if given); an IP literal skips getaddrinfo
-    (gevent resolves in a thread pool: ~0.1 ms a call)."""
+    """A gevent socket's TCP connect (``wss``: gevent's SSL socket wraps it), from ``source`` if given; an IP
+    literal skips getaddrinfo (gevent resolves in a thread pool: ~0.1 ms a call)."""
     if family is None:
         return gsocket.create_connection(
             (hostname, port), timeout=timeout, source_address=(source, 0) if source else None
@@ -97,6 +110,179 @@ def _connect(hostname: str, port: int, family: int | None, timeout: float, sourc
         sock.close()
         raise
     return sock
+
+
+_NONBLOCKING_STREAM = _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK
+_CONNECTING = (EINPROGRESS, EALREADY, EWOULDBLOCK)
+_TIMED_OUT = object()  #: what the timer of a wait switches in with
+
+
+def _connect_plain(hostname: str, port: int, family: int | None, timeout: float, source: str | None = None):
+    """TCP connect for ``ws``, as :func:`_connect` (same errors: ``TimeoutError``, ``ConnectionRefusedError``,
+    ``OSError``), on a non-blocking stdlib socket: a :class:`_Plain`. A host name goes by gevent's
+    ``create_connection`` (every address getaddrinfo gives, in turn) and its descriptor is taken over."""
+    if family is None:
+        gsock = _connect(hostname, port, family, timeout, source)
+        try:
+            sock = _socket.socket(gsock.family, gsock.type, gsock.proto, gsock.detach())
+            sock.setblocking(False)
+        finally:
+            gsock.close()
+        return _Plain(sock, timeout)
+    sock = _socket.socket(family, _NONBLOCKING_STREAM)
+    conn = None
+    try:
+        if source:
+            sock.bind((source, 0))
+        err = sock.connect_ex((hostname, port))  # on loopback, usually done within the call
+        if err in _CONNECTING:
+            conn = _Plain(sock, timeout)
+            if not conn.wait_writable(timeout):
+                raise TimeoutError("timed out")
+            err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err:
+            raise OSError(err, strerror(err))  # ECONNREFUSED makes a ConnectionRefusedError
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        else:
+            sock.close()
+        raise
+    return conn or _Plain(sock, timeout)
+
+
+class _Plain:
+    """A TCP connection on a non-blocking stdlib socket, waited on through gevent's hub: a read waits for
+    its own timeout and returns None when it passes (no exception raised through the hub), a send that
+    the socket buffer does not take at once waits at most ``timeout`` (the connect timeout).
+
+    One greenlet reads at a time. :meth:`close` and :meth:`shutdown` from another greenlet wake a waiting
+    reader with gevent's own error (``EBADF``, an ``OSError``), as a gevent socket does.
+    """
+
+    __slots__ = ("sock", "hub", "timeout", "_read", "_write")
+
+    def __init__(self, sock, timeout: float | None) -> None:
+        self.sock = sock
+        self.hub = get_hub()
+        self.timeout = timeout
+        self._read = None
+        self._write = None
+
+    def _wait(self, watcher, timeout: float | None) -> bool:
+        """Until ``watcher``'s descriptor is ready (True) or ``timeout`` passed (False)."""
+        hub = self.hub
+        switch = getcurrent().switch
+        timer = None
+        watcher.start(switch, watcher)
+        try:
+            if timeout is not None:
+                timer = hub.loop.timer(max(0.0, timeout))
+                timer.start(switch, _TIMED_OUT)
+            result = hub.switch()
+        finally:
+            watcher.stop()
+            if timer is not None:
+                timer.close()
+        if result is watcher:
+            return True
+        if result is _TIMED_OUT:
+            return False
+        raise InvalidSwitchError(f"invalid switch into {getcurrent()}: got {result!r} waiting on a socket")
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        watcher = self._read
+        if watcher is None:
+            watcher = self._read = self.hub.loop.io(self.sock.fileno(), 1)
+        return self._wait(watcher, timeout)
+
+    def wait_writable(self, timeout: float | None) -> bool:
+        watcher = self._write
+        if watcher is None:
+            watcher = self._write = self.hub.loop.io(self.sock.fileno(), 2)
+        return self._wait(watcher, timeout)
+
+    def recv_into(self, buffer, timeout: float | None) -> int | None:
+        """Bytes read into ``buffer`` (0: the peer closed), or None when ``timeout`` passed first."""
+        sock = self.sock
+        try:
+            return sock.recv_into(buffer)
+        except BlockingIOError:
+            pass
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            if not self.wait_readable(timeout):
+                return None
+            try:
+                return sock.recv_into(buffer)
+            except BlockingIOError:  # readiness without data: wait out what is left
+                if deadline is not None:
+                    timeout = deadline - monotonic()
+
+    def send_all(self, data) -> None:
+        """All of ``data``: one ``send`` when the socket buffer takes it, as it nearly always does; else waits
+        for room, each wait bounded by the connect timeout (``TimeoutError``), as gevent's ``sendall``."""
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)
+        while sent < len(view):
+            if not self.wait_writable(self.timeout):
+                raise TimeoutError("timed out")
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                pass
+
+    def shutdown(self, how: int) -> None:
+        hub = self.hub
+        if how != _socket.SHUT_WR:
+            hub.cancel_wait(self._read, cancel_wait_ex)
+        if how != _socket.SHUT_RD:
+            hub.cancel_wait(self._write, cancel_wait_ex)
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        """Close the socket (a reader waiting in another greenlet gets ``EBADF``, once woken)."""
+        read, write = self._read, self._write
+        self._read = self._write = None
+        if read is None and write is None:
+            self.sock.close()
+        else:
+            self.hub.cancel_waits_close_and_then((read, write), cancel_wait_ex, self.sock.close)
+
+    def setsockopt(self, *args) -> None:
+        self.sock.setsockopt(*args)
+
+
+class _Tls:
+    """A ``wss`` connection: gevent's SSL socket behind :class:`_Plain`'s interface. A read sets the socket's
+    timeout (a send keeps the last one set, as before)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+
+    def recv_into(self, buffer, timeout: float | None) -> int | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            return None
+
+    def send_all(self, data) -> None:
+        _send_all(self.sock, data)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _send_all(sock, data: bytes) -> None:
@@ -157,7 +343,10 @@ class WebSocket:
             raise ConnectError("url is not ws:// or wss://")
         hostname, port, path, host_header, secure, family = target
         try:
-            sock = _connect(hostname, port, family, timeout, source)
+            if secure:
+                sock = _connect(hostname, port, family, timeout, source)
+            else:
+                sock = _connect_plain(hostname, port, family, timeout, source)
         except TimeoutError:
             raise ConnectError("tcp connect timed out") from None
         except ConnectionRefusedError:
@@ -167,15 +356,17 @@ class WebSocket:
         try:
             sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
             if secure:
-                sock = (ssl_context or shared_ssl_context()).wrap_socket(sock, server_hostname=hostname)
+                sock = _Tls((ssl_context or shared_ssl_context()).wrap_socket(sock, server_hostname=hostname))
             key = new_key()
-            _send_all(sock, upgrade_request(host_header, path, key, headers, subprotocols))
+            sock.send_all(upgrade_request(host_header, path, key, headers, subprotocols))
             buf = b""
             while True:
-                chunk = sock.recv(HANDSHAKE_RECV_BYTES)
-                if not chunk:
+                n = sock.recv_into(_recv_buffer, timeout)
+                if n is None:
+                    raise TimeoutError
+                if not n:
                     raise ConnectError("connection closed during the upgrade")
-                buf += chunk
+                buf += _recv_view[:n]
                 upgrade = parse_upgrade_response(buf, key, subprotocols)
                 if upgrade is not None:
                     break
@@ -208,7 +399,7 @@ class WebSocket:
         if self.closed:
             raise Closed(ABNORMAL, "already closed", clean=False)
         try:
-            _send_all(self.sock, data)
+            self.sock.send_all(data)
         except OSError:
             self._drop()
             raise Closed(ABNORMAL, "send failed", clean=False) from None
@@ -240,14 +431,13 @@ class WebSocket:
                 continue  # a pong: RFC 6455's own keepalive, not the protocol's heartbeat
             if self.closed:
                 raise Closed(ABNORMAL, "already closed", clean=False)
-            self.sock.settimeout(timeout)
             try:
-                n = self.sock.recv_into(_recv_buffer)
-            except TimeoutError:
-                return None
+                n = self.sock.recv_into(_recv_buffer, timeout)
             except OSError:
                 self._drop()
                 raise Closed(ABNORMAL, "connection reset", clean=False) from None
+            if n is None:
+                return None
             if not n:
                 self._drop()
                 raise Closed(ABNORMAL, "connection lost", clean=False)
@@ -285,7 +475,7 @@ class WebSocket:
         """The server's close frame: echo it (RFC 6455 5.5.1) unless it is the answer to ours, then drop."""
         try:
             if not self.closed and not self._close_sent:
-                _send_all(self.sock, encode_close(code if code is not None else NORMAL_CLOSURE))
+                self.sock.send_all(encode_close(code if code is not None else NORMAL_CLOSURE))
         except OSError:
             pass
         self._drop()
