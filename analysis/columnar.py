@@ -75,20 +75,33 @@ def _segment(piece: Path, columns: list[str] | None, problems: list[str]) -> Ite
 
 
 def frame(directory: Path, columns: tuple[str, ...], problems: list[str]) -> pd.DataFrame:
-    """The whole table as one frame with ``columns`` (a small table: the raw events, the activity)."""
-    parts = [_to_pandas(b) for b in batches(directory, list(columns), problems)]
-    parts = [p for p in parts if len(p)]
+    """The whole table as one frame with ``columns`` (a small table: the raw events, the activity), its text
+    columns pandas categories straight from Arrow dictionaries: no Python string per row."""
+    parts = [_encoded(b) for b in batches(directory, list(columns), problems)]
+    parts = [b for b in parts if b.num_rows]
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="category" if c in TEXT else "float64") for c in columns})
-    return pd.concat(parts, ignore_index=True)
-
-
-def _to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
-    out = batch.to_pandas()
+        return pd.DataFrame({c: _empty(c) for c in columns})
+    table = pa.Table.from_batches(parts).unify_dictionaries()
+    out = table.to_pandas()
     for c in out.columns:
-        if c in TEXT and not isinstance(out[c].dtype, pd.CategoricalDtype):
-            out[c] = out[c].astype("category")
+        if c in TEXT and isinstance(out[c].dtype, pd.CategoricalDtype):
+            out[c] = out[c].cat.set_categories(pd.Index(out[c].cat.categories, dtype=str))
     return out
+
+
+def _encoded(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Text columns as dictionaries (a live segment's are plain strings; a Parquet part's already are)."""
+    arrays = [
+        a.dictionary_encode() if name in TEXT and not pa.types.is_dictionary(a.type) else a
+        for name, a in zip(batch.schema.names, batch.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _empty(column: str) -> pd.Series:
+    if column in TEXT:
+        return pd.Series(pd.Categorical([], categories=pd.Index([], dtype=str)))
+    return pd.Series(dtype="float64")
 
 
 def _short(e: Exception) -> str:

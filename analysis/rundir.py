@@ -254,15 +254,19 @@ def _as_text(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.assign(n=raw["n"].astype(np.int64))
 
 
+def _as_category(column: pd.Series) -> pd.Series:
+    """A text column as a category of str categories (the rows untouched: only the few categories are)."""
+    column = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype(str).astype("category")
+    return column.cat.set_categories(pd.Index(column.cat.categories.astype(str), dtype=str))
+
+
 def _concat(raw: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
     """Raw and counted rows in one frame, text columns kept as categories (their categories united)."""
     out = {}
     for c in FRAME_COLUMNS:
         a, b = raw[c], counted[c]
         if c in _EVENT_TEXT:
-            a = a.astype(str).astype("category")  # the raw rows are few: their categories' type made the same
-            b = b.cat.set_categories(b.cat.categories.astype(str)) if isinstance(b.dtype, pd.CategoricalDtype) else b
-            b = b.astype("category")
+            a, b = (_as_category(x) for x in (a, b))
             out[c] = union_categoricals([a.array, b.array], ignore_order=True)
         else:
             out[c] = np.concatenate([a.to_numpy(), b.to_numpy()])
