@@ -250,4 +250,5 @@ def test_backend_settings_and_faults_picked_in_the_form_restart_the_embedded_bac
     assert "--chunk-delay-ms" not in args, args
     text = log.read_text()
     assert "--stub-chunk-delay-ms: 'soon' is not a number; the start-up value is kept" in text, text[-3000:]
-    assert "Traceback" not in text and "500" not in text, text[-3000:]
+    # no web request answered 500 (a pid or a run id may well contain the digits)
+    assert "Traceback" not in text and not re.search(r"\b500 Internal|HTTP/1\.[01]\" 500\b", text), text[-3000:]
