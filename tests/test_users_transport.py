@@ -141,3 +141,24 @@ def test_a_lost_connection_and_a_close_from_another_greenlet_end_the_read_as_abn
     assert (closed.value.code, closed.value.clean) == (1006, False)
     gate.set()
     thread.join(5)
+
+
+def test_a_connect_that_gets_no_answer_times_out_within_the_timeout():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # one connection fills the accept queue: the kernel drops the next ones' SYNs
+        port = listener.getsockname()[1]
+        fillers = [socket.create_connection(("127.0.0.1", port), timeout=1)]
+        try:
+            for _ in range(2):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            started = time.monotonic()
+            with pytest.raises(ConnectError, match="^tcp connect timed out$"):
+                WebSocket.open(f"ws://127.0.0.1:{port}/", timeout=0.3)
+            assert 0.25 <= time.monotonic() - started < 0.9
+        finally:
+            for filler in fillers:
+                filler.close()

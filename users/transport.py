@@ -11,8 +11,9 @@ A ``ws`` connection is a non-blocking stdlib socket waited on through gevent's h
 gevent socket: a gevent socket arms a ``Timeout`` for every read that waits and raises it through the hub
 when the time passes, connects in four system calls, and makes an ioctl and two watchers per socket. The
 flapping cycle (issue 16) waits four times per connection; here a wait is two watchers and a switch, a
-timed-out read returns None without an exception, a connect is one ``connect`` (and a ``getsockopt`` when
-it had to wait). ``wss`` keeps gevent's SSL socket (:class:`_Tls`), the same interface.
+timed-out read returns None without an exception, a connect is two ``connect`` calls (the second finds the
+handshake done on loopback; a wait for writability and a ``getsockopt`` when it is not). ``wss`` keeps
+gevent's SSL socket (:class:`_Tls`), the same interface.
 """
 
 from __future__ import annotations
@@ -134,7 +135,12 @@ def _connect_plain(hostname: str, port: int, family: int | None, timeout: float,
     try:
         if source:
             sock.bind((source, 0))
-        err = sock.connect_ex((hostname, port))  # on loopback, usually done within the call
+        address = (hostname, port)
+        err = sock.connect_ex(address)
+        if err in _CONNECTING:
+            # Asked again, the kernel says whether the handshake is done (0), still going (EALREADY) or failed:
+            # on loopback it is done by the time the first call returned, and no wait for writability is needed.
+            err = sock.connect_ex(address)
         if err in _CONNECTING:
             conn = _Plain(sock, timeout)
             if not conn.wait_writable(timeout):
