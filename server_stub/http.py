@@ -38,7 +38,11 @@ async def ws_upgrade(request: web.Request) -> web.StreamResponse:
     if backend.draining:
         return _bad("draining", 503)
     ws = web.WebSocketResponse(compress=False, max_msg_size=backend.config.max_frame_bytes, timeout=2.0, autoping=True)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:  # the client left during its own upgrade (stopped mid-connect, a network drop)
+        # a plain answer aiohttp fails to write, and then drops as a premature disconnection: nothing to log
+        return web.Response(status=499)
     conn = Connection(backend, ws)
     backend.opened(conn, request.transport)
     try:

@@ -287,3 +287,29 @@ def test_after_the_fuzzing_the_backend_answers_and_holds_no_attached_session(bad
             await c.reply("c1")
 
     run(go())
+
+
+def test_a_client_gone_in_the_middle_of_its_upgrade_is_no_error(stub_factory):
+    """Clients that send the upgrade and reset the connection at once (a user stopped mid-connect, a network
+    drop): the backend lets each go quietly (stub_factory fails the test on any traceback in its log)."""
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    stub = stub_factory()
+    host, port = urlsplit(stub.url).hostname, urlsplit(stub.url).port
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {VERSION}\r\n\r\n"
+    ).encode()
+    for _ in range(200):
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+            s.sendall(request)
+    import urllib.request
+
+    body = json.dumps({"user": "after-the-resets"}).encode()
+    asked = urllib.request.Request(f"{stub.url}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(asked, timeout=5) as answer:
+        assert answer.status == 200  # and it still serves
