@@ -15,7 +15,7 @@ import pytest
 from harness.recorder import ACTIVITY_SCHEMA, EVENTS_SCHEMA, TALLIES_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ("--users-scale", "0.3")
+SMALL = ("--users-scale", "0.12")
 TABLES = {"events": EVENTS_SCHEMA, "tallies": TALLIES_SCHEMA, "activity": ACTIVITY_SCHEMA}
 
 sys.path.insert(0, str(ROOT / "bench"))
