@@ -40,8 +40,11 @@ def last_write(directory: Path) -> float | None:
     return max(times, default=None)
 
 
-def batches(directory: Path, columns: list[str] | None, problems: list[str]) -> Iterator[pa.RecordBatch]:
-    """Every record batch of the table (only ``columns``, if given); what cannot be read is named in ``problems``."""
+def batches(
+    directory: Path, columns: list[str] | None, problems: list[str], in_progress: bool = False
+) -> Iterator[pa.RecordBatch]:
+    """Every record batch of the table (only ``columns``, if given); what cannot be read is named in ``problems``.
+    ``in_progress``: the run is still writing its live segment, so a last batch cut short is no crash."""
     if not directory.is_dir():
         return
     for piece in pieces(directory):
@@ -52,10 +55,12 @@ def batches(directory: Path, columns: list[str] | None, problems: list[str]) -> 
             except (OSError, pa.ArrowException) as e:
                 problems.append(f"{piece.name} cannot be read ({_short(e)}): its rows are missing")
             continue
-        yield from _segment(piece, columns, problems)
+        yield from _segment(piece, columns, problems, in_progress)
 
 
-def _segment(piece: Path, columns: list[str] | None, problems: list[str]) -> Iterator[pa.RecordBatch]:
+def _segment(
+    piece: Path, columns: list[str] | None, problems: list[str], in_progress: bool
+) -> Iterator[pa.RecordBatch]:
     """A live segment: its batches up to the last whole one (a crash cuts the one being written)."""
     try:
         reader = ipc.open_stream(pa.OSFile(str(piece), "rb"))
@@ -69,15 +74,16 @@ def _segment(piece: Path, columns: list[str] | None, problems: list[str]) -> Ite
         except StopIteration:
             return
         except (OSError, pa.ArrowException):
-            problems.append(f"{piece.name} ends in a batch cut short (the run was cut off): read up to it")
+            if not in_progress:
+                problems.append(f"{piece.name} ends in a batch cut short (the run was cut off): read up to it")
             return
         yield batch.select(columns) if columns is not None else batch
 
 
-def frame(directory: Path, columns: tuple[str, ...], problems: list[str]) -> pd.DataFrame:
+def frame(directory: Path, columns: tuple[str, ...], problems: list[str], in_progress: bool = False) -> pd.DataFrame:
     """The whole table as one frame with ``columns`` (a small table: the raw events, the activity), its text
     columns pandas categories straight from Arrow dictionaries: no Python string per row."""
-    parts = [_encoded(b) for b in batches(directory, list(columns), problems)]
+    parts = [_encoded(b) for b in batches(directory, list(columns), problems, in_progress)]
     parts = [b for b in parts if b.num_rows]
     if not parts:
         return pd.DataFrame({c: _empty(c) for c in columns})

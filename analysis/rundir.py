@@ -236,22 +236,16 @@ def _read_tables(
     for name in ("events", "tallies", "activity"):
         if not columnar.exists(path / name):
             problems.append(Problem(name, "missing"))
-    raw = columnar.frame(path / "events", STORED_EVENT_COLUMNS, found.setdefault("events", []))
+    raw = columnar.frame(path / "events", STORED_EVENT_COLUMNS, found.setdefault("events", []), in_progress)
     raw = raw.assign(span_s=0.0)
     binning = bins_for(meta, samples, raw, time.time() if in_progress else columnar.last_write(path / "tallies"))
-    counted = counted_events(path / "tallies", binning, FRAME_COLUMNS, found.setdefault("tallies", []))
-    events = _clean_events(_concat(_as_text(raw), counted))
-    activity = columnar.frame(path / "activity", ACTIVITY_COLUMNS, found.setdefault("activity", []))
+    counted = counted_events(path / "tallies", binning, FRAME_COLUMNS, found.setdefault("tallies", []), in_progress)
+    events = _clean_events(_concat(raw.assign(n=raw["n"].astype(np.int64)), counted))
+    activity = columnar.frame(path / "activity", ACTIVITY_COLUMNS, found.setdefault("activity", []), in_progress)
     activity = activity.groupby(["interval", "role"], observed=True)["users"].sum().reset_index()
     for name, messages in found.items():
-        # a run still going is writing the last batch of its live segments: not a crash
-        problems.extend(Problem(name, m) for m in messages if not (in_progress and "cut short" in m))
+        problems.extend(Problem(name, m) for m in messages)
     return events, activity
-
-
-def _as_text(raw: pd.DataFrame) -> pd.DataFrame:
-    """Raw rows as the counted ones are: ``n`` a count."""
-    return raw.assign(n=raw["n"].astype(np.int64))
 
 
 def _as_category(column: pd.Series) -> pd.Series:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from contract.events import TALLY_COLUMNS, TALLY_KEY, CloseReason, Kind
+from contract.events import TALLY_COLUMNS, CloseReason, Kind
 from contract.histogram import midpoint
 
 from . import columnar
@@ -171,13 +171,15 @@ class _Codes:
         return sorted(table, key=table.__getitem__)
 
 
-def counted_events(directory: Path, binning: Binning, frame_columns: tuple[str, ...], problems: list[str]):
+def counted_events(
+    directory: Path, binning: Binning, frame_columns: tuple[str, ...], problems: list[str], in_progress: bool = False
+):
     """The tallies as event rows: one per bin, key and latency bucket (and worker, in fine windows), its ``n``
     the events counted, its ``span_s`` the bin's length, its ``latency_ms`` its bucket's midpoint."""
     codes = _Codes()
     held: list[tuple[np.ndarray, np.ndarray]] = []
     size = 0
-    for batch in columnar.batches(directory, list(TALLY_COLUMNS), problems):
+    for batch in columnar.batches(directory, list(TALLY_COLUMNS), problems, in_progress):
         held.append(_reduce_batch(batch, binning, codes))
         size += len(held[-1][0])
         if size > _REDUCE_AT:
@@ -193,9 +195,9 @@ def _reduce_batch(batch: pa.RecordBatch, binning: Binning, codes: _Codes) -> tup
     column = dict(zip(batch.schema.names, batch.columns, strict=True))
     interval = column["interval"].to_numpy(zero_copy_only=False)
     fine = binning.inside(interval)
-    grid = np.where(fine, binning.interval, binning.step)
-    bin_index = np.floor((interval - binning.t0) / grid).astype(np.int64)
-    bin_index = np.where(fine, np.rint((interval - binning.t0) / binning.interval).astype(np.int64), bin_index)
+    # a fine row's interval is its bin (on the interval grid); a coarse row falls in its step's
+    since = (interval - binning.t0) / np.where(fine, binning.interval, binning.step)
+    bin_index = np.where(fine, np.rint(since), np.floor(since)).astype(np.int64)
     worker = np.where(fine, codes.column("worker", column["worker"]), 0)  # a coarse bin adds the workers up
     text = {c: codes.column(c, column[c]) for c in ("role", "kind", "detail", "reason", "gap")}
     ok = column["ok"].to_numpy(zero_copy_only=False).astype(np.int64)
@@ -244,6 +246,3 @@ def _as_events(fields: dict, n: np.ndarray, codes: _Codes, binning: Binning, col
         "span_s": span,
     }
     return pd.DataFrame({c: frame[c] for c in columns})
-
-
-__all__ = ["MAX_BINS", "Binning", "bins_for", "counted_events", "TALLY_KEY"]

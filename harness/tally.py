@@ -55,7 +55,7 @@ class Tally:
         self.worker = worker
         self.interval_s = interval_s
         self.ring_s = ring_s
-        self.counts: dict[tuple, int] = {}  #: (interval, key..., bucket) -> events
+        self.counts: dict[tuple, int] = {}  #: (interval, (role, kind, ok, detail, reason, gap), bucket) -> events
         self.raw: list[tuple] = []
         self.exemplars: dict[tuple, tuple[float, object, str]] = {}  #: key -> (latency, event, gap) slowest
         self.ring: deque = deque()  #: (event, gap) of recent routine events, oldest first
@@ -94,15 +94,15 @@ class Tally:
 
     def _count(self, e, ts, role, kind, ok, detail, reason, gap, latency) -> None:
         self.counted += 1
-        interval = ts - ts % self.interval_s
+        key = (role, kind, ok, detail, reason, gap)
         if latency is None:
-            k = (interval, role, kind, ok, detail, reason, gap, UNTIMED)
+            bucket = UNTIMED
         else:
-            k = (interval, role, kind, ok, detail, reason, gap, bucket_of(latency))
-            key = (role, kind, ok, detail, reason, gap)
+            bucket = bucket_of(latency)
             slowest = self.exemplars.get(key)
             if slowest is None or latency > slowest[0]:
                 self.exemplars[key] = (latency, e, gap)
+        k = (ts - ts % self.interval_s, key, bucket)
         self.counts[k] = self.counts.get(k, 0) + 1
 
     def _keep(self, e, gap: str, n: int) -> None:
@@ -135,7 +135,7 @@ class Tally:
             self.exemplars = {}
         raw, self.raw = self.raw, []
         worker = self.worker
-        tallies = [(k[0], worker, *k[1:], n) for k, n in self.counts.items()]
+        tallies = [(interval, worker, *key, bucket, n) for (interval, key, bucket), n in self.counts.items()]
         self.counts = {}
         return raw, tallies
 
